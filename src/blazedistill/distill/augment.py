@@ -220,7 +220,7 @@ def _background(size: int, cfg: AugmentConfig, rng: np.random.Generator, extra: 
             if _happens(rng, 0.5):  # out of focus, as behind a subject
                 crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 4.0)))
             return crop
-    if u < cfg.background_image_p + cfg.background_noise_p or extra is None:
+    if u < cfg.background_image_p + cfg.background_noise_p:
         cells = int(rng.integers(2, 17))
         coarse = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
         smooth = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)

@@ -27,7 +27,7 @@ _CANDIDATES = (
 FACE_SHARE = 0.8  # of demo samples drawn from face photos; the rest are negatives
 
 REAL_DATA_HINT = (
-    "for a real run pass --data, e.g. --data '../shared/data/utkface/utkface-{00000..00003}.tar' "
+    "For a real run pass --data, e.g. --data '../shared/data/utkface/utkface-{00000..00003}.tar' "
     "--val ../shared/data/utkface/utkface-00004.tar, or any folder of photos"
 )
 
