@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -282,6 +282,8 @@ def read_image(ref: ImageRef, min_long_side: int | None = None) -> Image.Image:
         return decode_image(ref.path, min_long_side)
     except UnreadableImage:
         raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image (unrecognised format)") from None
     except Exception as e:  # any decoder failure is a property of the item, not of the run
         raise UnreadableImage(f"{type(e).__name__}: {e}") from None
 
