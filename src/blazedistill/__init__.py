@@ -2,15 +2,18 @@
 
 __version__ = "0.1.0"
 
+#: public name -> module defining it; imported lazily so `import blazedistill` stays cheap (no torch)
 _LAZY = {
+    "load_teacher": "blazedistill.models.teachers",
+    "load_model": "blazedistill.models.loading",
     "Detector": "blazedistill.detector",
     "Detection": "blazedistill.detector",
-    "load_model": "blazedistill.models.loading",
 }
+
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
-    """Lazy public API, so `import blazedistill` stays light."""
     if name in _LAZY:
         import importlib
 
