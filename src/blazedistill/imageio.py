@@ -130,7 +130,7 @@ def _open_file(path: Path, min_size: int | None) -> LoadedImage:
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(path, f"unreadable image header ({_first_line(exc)})") from None
+        raise ImageLoadError(path, f"truncated or corrupt image data ({_first_line(exc)})") from None
     with img:
         width, height = img.size
         reduction = 1.0
