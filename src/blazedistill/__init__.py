@@ -2,13 +2,20 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["load_teacher"]
+#: public name -> module defining it; imported lazily so `import blazedistill` stays cheap (no torch)
+_LAZY = {
+    "load_teacher": "blazedistill.models.teachers",
+    "load_model": "blazedistill.models.loading",
+    "Detector": "blazedistill.detector",
+    "Detection": "blazedistill.detector",
+}
+
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):
-    # lazy: `import blazedistill` stays cheap (no torch) until the API is used
-    if name == "load_teacher":
-        from .models.teachers import load_teacher
+    if name in _LAZY:
+        import importlib
 
-        return load_teacher
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'blazedistill' has no attribute {name!r}")
