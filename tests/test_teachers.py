@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
 from blazedistill import hub, load_teacher
+from blazedistill.imageio import load_image
 from blazedistill.models import teachers as teachers_module
 from blazedistill.models.tflite_graph import _DepthToSpace, _same_pads, _trim_after, bilinear_taps
 from blazedistill.models.tflite_reader import TFLiteError, densify, read_tflite
+from blazedistill.preprocess import letterbox
 from blazedistill.specs import teacher_spec
 
 TEACHERS = ["front", "back", "full_range", "full_range_sparse"]
@@ -24,38 +25,25 @@ ATOL, RTOL = 1e-3, 1e-5
 
 @pytest.fixture(scope="module")
 def interpreters():
-    """One TFLite interpreter per teacher name, created on first use."""
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    """The TFLite interpreter run of each teacher (models.tflite_runtime), created on first use."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from blazedistill.models.tflite_runtime import TFLiteModel
+
     cache: dict = {}
 
-    def get(name: str):
+    def get(name: str) -> TFLiteModel:
         if name not in cache:
-            it = litert.Interpreter(model_path=str(hub.model_file(teacher_spec(name).model_file)))
-            it.allocate_tensors()
-            cache[name] = it
+            cache[name] = TFLiteModel(name)
         return cache[name]
 
     return get
-
-
-def run_interpreter(interpreter, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The interpreter's (regressors, classificators) for a (N, 3, S, S) batch, one image at a time."""
-    inp = interpreter.get_input_details()[0]
-    reg_out, cls_out = interpreter.get_output_details()  # the file's output order: regressors first
-    regs, clss = [], []
-    for image in x.permute(0, 2, 3, 1).numpy():
-        interpreter.set_tensor(inp["index"], np.ascontiguousarray(image[None]))
-        interpreter.invoke()
-        regs.append(interpreter.get_tensor(reg_out["index"]))
-        clss.append(interpreter.get_tensor(cls_out["index"]))
-    return np.concatenate(regs), np.concatenate(clss)
 
 
 def assert_parity(name: str, x: torch.Tensor, interpreter) -> None:
     teacher = load_teacher(name)
     with torch.inference_mode():
         reg, cls = teacher(x)
-    ref_reg, ref_cls = run_interpreter(interpreter, x)
+    ref_reg, ref_cls = (t.numpy() for t in interpreter(x))
     a = teacher.spec.num_anchors
     assert reg.shape == (len(x), a, 16) and cls.shape == (len(x), a, 1)
     assert reg.dtype == cls.dtype == torch.float32
@@ -67,16 +55,9 @@ def assert_parity(name: str, x: torch.Tensor, interpreter) -> None:
             assert np.abs(ours - ref).max() <= ATOL
 
 
-def letterbox(path, size: int) -> torch.Tensor:
-    """RGB photo -> (3, size, size) in [-1, 1], longer side scaled to size, centred on black."""
-    with Image.open(path) as im:
-        im.draft("RGB", (2 * size, 2 * size))  # decode large JPEGs at a reduced scale: faster
-        im = ImageOps.exif_transpose(im).convert("RGB")
-    scale = size / max(im.size)
-    w, h = max(1, round(im.width * scale)), max(1, round(im.height * scale))
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(im.resize((w, h), Image.BILINEAR), ((size - w) // 2, (size - h) // 2))
-    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+def photo(path, size: int) -> torch.Tensor:
+    """A photo letterboxed to (3, size, size) in [-1, 1], as the detection pipeline feeds it."""
+    return letterbox(load_image(path), size)[0]
 
 
 @pytest.mark.parametrize("name", TEACHERS)
@@ -90,7 +71,7 @@ def test_parity_random_inputs(name, interpreters):
 
 @pytest.mark.parametrize("name", TEACHERS)
 def test_parity_grace_hopper(name, interpreters, grace_hopper):
-    x = letterbox(grace_hopper, teacher_spec(name).input_size)[None]
+    x = photo(grace_hopper, teacher_spec(name).input_size)[None]
     assert_parity(name, x, interpreters(name))
 
 
@@ -100,7 +81,7 @@ def test_parity_shared_photos(name, interpreters, shared_data):
     if not photos:
         pytest.skip("no photos in shared_data/wild or dlib_faces")
     size = teacher_spec(name).input_size
-    x = torch.stack([letterbox(p, size) for p in photos])
+    x = torch.stack([photo(p, size) for p in photos])
     assert_parity(name, x, interpreters(name))
 
 
