@@ -185,7 +185,7 @@ def test_spec_is_required():
 def _parity(name: str, images: list[Path]) -> None:
     torch_side, tflite_side = torch_detector(name), tflite_detector(name)
     size = torch_side.input_size
-    batch = torch.empty(len(images), 3, size, size)
+    batch = np.empty((len(images), 3, size, size), np.float32)
     boxes = [torch_side.prepare_into(batch[i], path) for i, path in enumerate(images)]
     got = torch_side.detect_tensor(batch, boxes)
     want = tflite_side.detect_tensor(batch, boxes)
