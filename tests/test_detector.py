@@ -4,6 +4,7 @@ between the PyTorch teachers and the TFLite interpreter running the same pipelin
 from __future__ import annotations
 
 import json
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -210,3 +211,41 @@ def test_parity_on_shared_photos(shared_data, folder, name):
     if not images:
         pytest.skip(f"no photos in {shared_data / folder}")
     _parity(name, images)
+
+
+# ---- loading and the TFLite runtime ---------------------------------------------------------------------
+
+
+def test_load_model_by_name_and_by_file(tmp_path):
+    import blazedistill
+    from blazedistill.hub import model_file
+
+    model = blazedistill.load_model("back")
+    assert model.spec == teacher_spec("back") and not model.training
+    renamed = tmp_path / "my_model.tflite"
+    shutil.copy(model_file("face_detection_back.tflite"), renamed)
+    assert blazedistill.load_model(renamed).spec.name == "back"  # recognised by its pinned hash
+    assert blazedistill.Detector is Detector
+
+
+def test_load_model_errors(tmp_path):
+    from blazedistill.models.loading import load_model
+
+    with pytest.raises(ValueError, match="unknown model 'nope'.*front"):
+        load_model("nope")
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model(tmp_path / "student.pt")
+    (tmp_path / "other.tflite").write_bytes(b"not mediapipe")
+    with pytest.raises(ValueError, match="not one of the pinned"):
+        load_model(tmp_path / "other.tflite")
+
+
+def test_tflite_model_shapes():
+    model = tflite_detector("full_range").model
+    regressors, logits = model(torch.zeros(2, 3, 192, 192))
+    assert regressors.shape == (2, 2304, 16) and logits.shape == (2, 2304, 1)
+    assert torch.equal(regressors[0], regressors[1])
+    empty = model(np.zeros((0, 3, 192, 192), np.float32))
+    assert empty[0].shape == (0, 2304, 16) and empty[1].shape == (0, 2304, 1)
+    with pytest.raises(ValueError, match=r"\(N, 3, 192, 192\)"):
+        model(torch.zeros(1, 3, 128, 128))
