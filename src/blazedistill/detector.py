@@ -87,25 +87,27 @@ class Detector:
     def input_size(self) -> int:
         return self.spec.input_size
 
-    def prepare_into(self, out: torch.Tensor, image: ImageSource) -> Letterbox:
-        """Load `image` (path, PIL or HxWx3 array), letterbox it into `out` (3, S, S); returns its Letterbox."""
+    def prepare_into(self, out: np.ndarray, image: ImageSource) -> Letterbox:
+        """Load `image` (path, PIL or HxWx3 array), letterbox it into `out` ((3, S, S) float32 numpy)."""
         loaded = read_image(image, min_size=DRAFT_FACTOR * self.input_size)
         box = letterbox_into(out, loaded.pixels, self.input_size)
         return box.rescaled(loaded.reduction, loaded.width, loaded.height)
 
-    def prepare(self, image: ImageSource) -> tuple[torch.Tensor, Letterbox]:
-        """One image -> ((3, S, S) model input, Letterbox)."""
-        out = torch.empty(3, self.input_size, self.input_size)
+    def prepare(self, image: ImageSource) -> tuple[np.ndarray, Letterbox]:
+        """One image -> ((3, S, S) float32 model input, Letterbox)."""
+        out = np.empty((3, self.input_size, self.input_size), np.float32)
         return out, self.prepare_into(out, image)
 
     @torch.inference_mode()
-    def detect_tensor(self, batch: torch.Tensor, letterboxes: Sequence[Letterbox]) -> list[list[Detection]]:
+    def detect_tensor(
+        self, batch: torch.Tensor | np.ndarray, letterboxes: Sequence[Letterbox]
+    ) -> list[list[Detection]]:
         """Run the model on prepared inputs (N, 3, S, S) and map detections back through `letterboxes`."""
         if len(letterboxes) != batch.shape[0]:
             raise ValueError(f"{batch.shape[0]} inputs but {len(letterboxes)} letterboxes")
         if batch.shape[0] == 0:
             return []
-        regressors, logits = self.model(batch.to(self.device))
+        regressors, logits = self.model(torch.as_tensor(batch).to(self.device))
         return self.postprocess(regressors, logits, letterboxes)
 
     @torch.inference_mode()
@@ -140,7 +142,7 @@ class Detector:
         results: list[list[Detection]] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = torch.empty(len(chunk), 3, self.input_size, self.input_size)
+            batch = np.empty((len(chunk), 3, self.input_size, self.input_size), np.float32)
             boxes = [self.prepare_into(batch[i], image) for i, image in enumerate(chunk)]
             results.extend(self.detect_tensor(batch, boxes))
         return results

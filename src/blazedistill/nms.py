@@ -19,9 +19,11 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """(M, 4) x (K, 4) -> (M, K) intersection over union; 0 where boxes do not overlap or the union is empty."""
-    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    x1, y1, x2, y2 = (c[:, None] for c in boxes1.unbind(-1))
+    u1, v1, u2, v2 = (c[None, :] for c in boxes2.unbind(-1))
+    inter_w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_(min=0)
+    inter_h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp_(min=0)
+    inter = inter_w * inter_h
     union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
@@ -59,12 +61,12 @@ def weighted_nms(
     overlap = box_iou(detections[:, :4], detections[:, :4]) > iou_threshold
     owner = torch.from_numpy(cluster_assignments(overlap.cpu().numpy())).to(detections.device)
     tops = torch.unique(owner)  # sorted, so still in descending score order
-    slot = torch.searchsorted(tops, owner)
+    slot = torch.searchsorted(tops, owner)  # cluster number of every row
     weights = scores.to(detections.dtype)
-    total = detections.new_zeros(len(tops)).index_add_(0, slot, weights)
+    total = detections.new_zeros(len(tops), 1).index_add_(0, slot, weights[:, None])
     summed = detections.new_zeros(len(tops), detections.shape[1]).index_add_(0, slot, detections * weights[:, None])
-    top_rows = detections[tops]
-    means = torch.where(total[:, None] > 0, summed / total.clamp(min=torch.finfo(total.dtype).tiny)[:, None], top_rows)
+    means = summed / total.clamp(min=torch.finfo(total.dtype).tiny)
+    means = torch.where(total > 0, means, detections[tops])  # all-zero scores: keep the top's row
     return means, scores[tops]
 
 

@@ -71,30 +71,32 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"expected an HxWx3 RGB array, got shape {image.shape}")
 
 
-def letterbox_into(out: torch.Tensor, image: np.ndarray, size: int) -> Letterbox:
-    """Write the letterboxed, normalised `image` into `out` (3, size, size); returns its Letterbox."""
+def letterbox_into(out: np.ndarray, image: np.ndarray, size: int) -> Letterbox:
+    """Write the letterboxed, normalised `image` into `out` ((3, size, size) float32); returns its Letterbox.
+
+    Plain numpy (no torch threads), so it runs well in decoding worker threads.
+    """
     _check_image(image)
     box = letterbox_params(image.shape[1], image.shape[0], size)
     new_w, new_h = round(box.scale_x * box.width), round(box.scale_y * box.height)
     if (new_w, new_h) != (box.width, box.height):
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
-    if not image.flags.writeable:  # torch.from_numpy wants writable memory; we only read it
-        image = image.copy()
-    content = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    out.fill_(-1.0)
+    out.fill(-1.0)
     region = out[:, box.pad_y : box.pad_y + new_h, box.pad_x : box.pad_x + new_w]
-    region.copy_(content)
-    region.div_(127.5).sub_(1.0)
+    np.divide(image.transpose(2, 0, 1), np.float32(127.5), out=region, dtype=np.float32)
+    region -= np.float32(1.0)
     return box
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[torch.Tensor, Letterbox]:
     """HxWx3 uint8 RGB -> ((3, size, size) float32 in [-1, 1], black border = -1; Letterbox)."""
-    out = torch.empty(3, size, size)
-    return out, letterbox_into(out, image, size)
+    out = np.empty((3, size, size), np.float32)
+    box = letterbox_into(out, image, size)
+    return torch.from_numpy(out), box
 
 
 def letterbox_batch(images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, list[Letterbox]]:
     """Several HxWx3 uint8 RGB images -> ((N, 3, size, size) float32, list of Letterbox)."""
-    out = torch.empty(len(images), 3, size, size)
-    return out, [letterbox_into(out[i], image, size) for i, image in enumerate(images)]
+    out = np.empty((len(images), 3, size, size), np.float32)
+    boxes = [letterbox_into(out[i], image, size) for i, image in enumerate(images)]
+    return torch.from_numpy(out), boxes

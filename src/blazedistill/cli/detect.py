@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from blazedistill.imageio import IMAGE_SUFFIXES, ImageLoadError, list_images, load_image
 
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 refill()
             if not batch:
                 continue
-            results = detector.detect_tensor(torch.stack([b[1] for b in batch]), [b[2] for b in batch])
+            results = detector.detect_tensor(np.stack([b[1] for b in batch]), [b[2] for b in batch])
             for (item, _, box, pixels), detections in zip(batch, results, strict=True):
                 records.append(
                     {

@@ -60,6 +60,7 @@ class TFLiteModel(torch.nn.Module):
         if sorted(outputs) != [1, 16]:
             raise ValueError(f"{path}: expected outputs (1, A, 16) and (1, A, 1), got {sorted(outputs)}")
         self._regressor_index, self._classifier_index = outputs[16], outputs[1]
+        self.eval()
 
     def forward(self, x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.as_tensor(x, dtype=torch.float32)
