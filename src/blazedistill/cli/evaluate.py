@@ -11,21 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from blazedistill.cli.detect import _positive_int, _probability  # shared argument types
 from blazedistill.specs import TEACHER_SPECS
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
