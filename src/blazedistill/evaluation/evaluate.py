@@ -1,12 +1,14 @@
 """Evaluate a model against a reference model (agreement) and, when given, against ground truth.
 
-Both models see the same letterboxed inputs. Each runs its detector twice on the same raw outputs:
-at a low threshold (`LOW_SCORE`, the predictions AP is computed from) and at its operating threshold
-(what a user gets; precision, recall, F1, mean IoU, keypoint NME and count agreement use these).
-Agreement: the reference's operating-threshold detections are the ground truth. Ground truth: each
-model's low-threshold detections are scored for AP and its operating-threshold ones for P/R/F1.
-Weighted NMS averages overlapping candidates, so the operating-threshold detections are computed
-from the raw outputs again rather than filtered from the low-threshold ones.
+Both models see the same letterboxed inputs. Each model's detections come in two lists per image:
+- operating: what its detector outputs at its operating threshold (precision, recall, F1, mean IoU,
+  keypoint NME and count agreement use these; the reference's are the agreement's ground truth);
+- scored (for AP and the precision-recall curves): the operating detections, followed by the
+  detections that weighted NMS finds at `LOW_SCORE` with a score below the operating threshold.
+  Weighted NMS averages every overlapping candidate into a cluster's box, so a run at a low threshold
+  shifts the boxes of confident faces a little; the removal rule only depends on the cluster's top
+  anchor, so both runs have the same clusters at or above the operating threshold, and splicing keeps
+  those boxes exactly as the user gets them (a model scored against itself gets exactly 1.0).
 """
 
 from __future__ import annotations
@@ -112,13 +114,14 @@ def _failure(path: Path, exc: Exception) -> str:
 
 
 def _raw_and_detections(operating: Detector, low: Detector, batch: torch.Tensor, letterboxes: list) -> tuple:
-    """Raw outputs, low-threshold detections and operating-threshold detections of one batch."""
+    """Raw outputs, scored detections (see the module doc) and operating-threshold detections of one batch."""
     regressors, logits = (t.float() for t in operating.model(batch.to(operating.device)))
-    return (
-        (regressors, logits),
-        low.postprocess(regressors, logits, letterboxes),
-        operating.postprocess(regressors, logits, letterboxes),
-    )
+    found = operating.postprocess(regressors, logits, letterboxes)
+    below = low.postprocess(regressors, logits, letterboxes)
+    scored = [
+        ops + [d for d in extra if d.score < operating.min_score] for ops, extra in zip(found, below, strict=True)
+    ]
+    return (regressors, logits), scored, found
 
 
 @torch.inference_mode()
