@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..preprocess import letterbox
+
 ExtraImage = Callable[[], "Image.Image | None"]
 """Returns another decoded image of the data set (for backgrounds and extra faces), or None."""
 
@@ -93,26 +95,8 @@ def augment(
     if on_canvas:
         out = _compose_canvas(image, size, cfg, rng, extra)
     else:
-        image = _rotate(_fit(image, size), cfg, rng, expand=False)
-        out = letterbox_image(_degrade(_colour(image, cfg, rng), cfg, rng), size)
-    return to_tensor(out)
-
-
-def letterbox_image(image: Image.Image, size: int) -> Image.Image:
-    """Keep-aspect resize of the longer side to ``size``, centred on a black square (as at inference)."""
-    if image.size != (size, size):
-        image = _fit(image, size)
-    if image.size == (size, size):
-        return image
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
-    return canvas
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB image -> float32 (3, H, W) in [-1, 1] (x / 127.5 - 1)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array) * np.float32(1 / 127.5) - np.float32(1.0))
+        out = _degrade(_colour(_rotate(_fit(image, size), cfg, rng, expand=False), cfg, rng), cfg, rng)
+    return letterbox(np.asarray(out), size)[0]  # the inference letterbox: black border, x / 127.5 - 1
 
 
 # ----------------------------------------------------------------------------- pieces
