@@ -76,6 +76,15 @@ def with_training(refs, workers: int, steps: int, batch_size: int, size: int) ->
     return 1000 * alone, 1000 * total, 1000 * waiting / steps
 
 
+def cpu_ms_per_image(refs, preset: str, count: int, size: int) -> float:
+    """CPU time (this process) to decode and augment one image: what a worker takes from the cores."""
+    dataset = FaceImageDataset(refs, size, AugmentConfig.preset(preset), seed=0)
+    t0 = time.process_time()
+    for i in range(count):
+        dataset[i]
+    return 1000 * (time.process_time() - t0) / count
+
+
 def decode_rate(refs, count: int, min_long_side: int | None) -> float:
     t0 = time.perf_counter()
     for ref in refs[:count]:
@@ -100,6 +109,10 @@ def main() -> None:
     print(f"indexed {len(refs)} images in {time.perf_counter() - t0:.2f} s")
     reference = decode_rate(refs, args.batches * args.batch_size // 2, 2 * args.size)
     print(f"reference: decode only, main process: {reference:.0f} images/s")
+    for preset in args.presets:
+        cpu = cpu_ms_per_image(refs, preset, args.batches * args.batch_size // 4, args.size)
+        print(f"{preset}: {cpu:.2f} CPU ms per image = {cpu * args.batch_size:.0f} CPU ms per batch of "
+              f"{args.batch_size}")
     print("| augmentation | workers | images/s | × decode-only | ms per batch of", args.batch_size, "| first batch s |")
     print("|---|---|---|---|---|---|")
     for preset in args.presets:

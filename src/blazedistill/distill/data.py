@@ -39,7 +39,7 @@ class UnreadableImage(Exception):
     """One item that cannot be decoded into an image; the message is the reason."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ImageRef:
     """Names one image: a file, a member of a .tar shard (data offset and size), or a frame of a video."""
 
