@@ -161,8 +161,13 @@ def test_brace_glob_and_list_sources(tmp_path: Path):
         f"{photos}/one.jpg", f"{photos}/one.jpg",
     ]
     (lists / "broken.txt").write_text("../photos/one.jpg\n../photos/missing.jpg\n")
-    with pytest.raises(SourceError, match=r"broken.txt:2: .*missing.jpg does not exist"):
-        parse_sources([str(lists / "broken.txt")])
+    notes: list[str] = []
+    assert [r.path for r in parse_sources([str(lists / "broken.txt")], log=notes.append)] == [f"{photos}/one.jpg"]
+    assert notes == [f"{lists}/broken.txt:2: ../photos/missing.jpg: {tmp_path}/photos/missing.jpg does not exist; "
+                     "skipped"]
+    (lists / "none.txt").write_text("# nothing here\n../photos/missing.jpg\n")
+    with pytest.raises(SourceError, match="none.txt: the list names no readable source"):
+        parse_sources([str(lists / "none.txt")])
 
 
 def test_bad_specs_are_clear_errors(tmp_path: Path):

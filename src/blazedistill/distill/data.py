@@ -185,8 +185,10 @@ def _parse_list(path: str, video_fps: float, log: Callable[[str], None], depth: 
                 continue
             try:
                 refs.extend(_parse_spec(line, base, video_fps, log, depth))
-            except SourceError as e:
-                raise SourceError(f"{path}:{lineno}: {e}") from None
+            except SourceError as e:  # one bad line of a list is a bad item: note it, keep the rest
+                log(f"{path}:{lineno}: {e}; skipped")
+    if not refs:
+        raise SourceError(f"{path}: the list names no readable source")
     return refs
 
 
