@@ -92,10 +92,12 @@ def test_multi_face_canvas_draws_extra_images():
         assert len(calls) in (1, 2)  # 2..3 faces: the sample itself plus 1..2 others
 
 
-def test_rotation_fills_black_corners():
-    cfg = replace(PLAIN, rotate_p=1.0, rotate_deg=20.0)
-    out = _sample(cfg, image=Image.new("RGB", (64, 64), "white"), size=64, extra=False)
-    assert torch.all(out[:, 0, 0] == -1.0) and torch.all(out[:, 32, 32] == 1.0)
+def test_rotation_and_colour_keep_the_border_black():
+    cfg = replace(PLAIN, rotate_p=1.0, rotate_deg=20.0, color_p=1.0)
+    out = _sample(cfg, image=Image.new("RGB", (64, 64), (200, 180, 160)), size=64, extra=False)
+    assert torch.all(out[:, 0, 0] == -1.0) and torch.all(out[:, 32, 32] > -0.5)
+    wide = _sample(cfg, image=_photo(1, (128, 64)), index=1, size=64, extra=False)
+    assert torch.all(wide[:, :16] == -1.0) and torch.all(wide[:, 48:] == -1.0)  # letterbox rows untouched
 
 
 def test_config_presets_and_dict_round_trip():

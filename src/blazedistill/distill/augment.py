@@ -95,7 +95,7 @@ def augment(
     if on_canvas:
         out = _compose_canvas(image, size, cfg, rng, extra)
     else:
-        out = _degrade(_colour(_rotate(_fit(image, size), cfg, rng, expand=False), cfg, rng), cfg, rng)
+        out = _degrade(_rotate(_colour(_fit(image, size), cfg, rng), cfg, rng, expand=False), cfg, rng)
     return letterbox(np.asarray(out), size)[0]  # the inference letterbox: black border, x / 127.5 - 1
 
 
@@ -136,20 +136,16 @@ def _rotate(image: Image.Image, cfg: AugmentConfig, rng: np.random.Generator, ex
 
 
 def _colour(image: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -> Image.Image:
-    """Brightness, contrast and saturation jitter in random order (alpha kept)."""
+    """Brightness, contrast and saturation jitter in random order (RGB; before rotation, so corners stay black)."""
     if not _happens(rng, cfg.color_p):
         return image
-    alpha = image.getchannel("A") if image.mode == "RGBA" else None
-    rgb = image.convert("RGB")
     ops = [(ImageEnhance.Brightness, cfg.brightness), (ImageEnhance.Contrast, cfg.contrast),
            (ImageEnhance.Color, cfg.saturation)]
     for k in rng.permutation(len(ops)):
         enhancer, amount = ops[k]
         if amount > 0:
-            rgb = enhancer(rgb).enhance(rng.uniform(1 - amount, 1 + amount))
-    if alpha is not None:
-        rgb.putalpha(alpha)
-    return rgb
+            image = enhancer(image).enhance(rng.uniform(1 - amount, 1 + amount))
+    return image
 
 
 def _degrade(image: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -> Image.Image:
@@ -180,7 +176,7 @@ def _compose_canvas(
             sprites.append(_crop_flip(other, cfg, rng))
     for sprite in sprites:
         long_side = max(2, round(size * math.exp(rng.uniform(math.log(lo), math.log(hi)))))
-        sprite = _colour(_rotate(_fit(sprite, long_side), cfg, rng, expand=True), cfg, rng)
+        sprite = _rotate(_colour(_fit(sprite, long_side), cfg, rng), cfg, rng, expand=True)
         x = int(rng.integers(-sprite.width // 10, max(1, size - sprite.width + sprite.width // 10 + 1)))
         y = int(rng.integers(-sprite.height // 10, max(1, size - sprite.height + sprite.height // 10 + 1)))
         canvas.paste(sprite, (x, y), sprite)
