@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from blazedistill.models import registry
+from blazedistill.models.blazeface import BlazeBlock
 from blazedistill.models.registry import DEFAULT_STUDENT, create_student, list_students, register_student
 from blazedistill.models.resnet import fold_batchnorm
 from blazedistill.models.ssd import SSDHead, SSDStudent, anchor_levels
@@ -141,10 +142,50 @@ def test_anchor_levels_of_the_teachers():
 def test_resnet_blazeface_has_the_seed_projections():
     model = create_student("resnet_blazeface", "front")
     shapes = {
-        k: tuple(m.weight.shape[:2]) if isinstance(m, nn.Conv2d) else None
+        k: (tuple(m.weight.shape[:2]), m.bias) if isinstance(m, nn.Conv2d) else None
         for k, m in model.backbone.projections.items()
     }
-    assert shapes == {"1": (28, 24), "4": (42, 32), "9": (80, 48), "13": None, "15": None}
+    assert shapes == {"1": ((28, 24), None), "4": ((42, 32), None), "9": ((80, 48), None), "13": None, "15": None}
+
+
+def test_resnet_blazeface_wiring_written_out():
+    """The seed student's forward, spelled out block by block (both 8×8 skips start at block 11's output)."""
+    backbone = create_student("resnet_blazeface", "front").backbone.eval()
+    b, p = backbone.blocks, backbone.projections
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        o = torch.relu(backbone.stem(nn.functional.pad(x, (1, 2, 1, 2))))
+        o = b[1](b[0](o)) + p["1"](o)
+        o = b[2](o)
+        o = b[4](b[3](o)) + p["4"](o)
+        o = b[5](o)
+        o = b[9](b[8](b[7](b[6](o)))) + p["9"](o)
+        feature_a = b[10](o)
+        s = b[11](feature_a)
+        o = b[13](b[12](s)) + s
+        feature_b = b[15](b[14](o)) + s
+        got_a, got_b = backbone(x)
+    torch.testing.assert_close(got_a, feature_a)
+    torch.testing.assert_close(got_b, feature_b)
+    assert feature_a.shape == (2, 88, 16, 16) and feature_b.shape == (2, 96, 8, 8)
+
+
+def test_blazeblock_stride2_pads_bottom_right_and_max_pools_the_skip():
+    block = BlazeBlock(1, 2, stride=2)
+    with torch.no_grad():
+        block.depthwise.weight.fill_(1.0)
+        block.depthwise.bias.zero_()
+        block.pointwise.weight.copy_(torch.tensor([[[[1.0]]], [[[-1.0]]]]))
+        block.pointwise.bias.zero_()
+    image = [[float(4 * r + c) for c in range(4)] for r in range(4)]
+    out = block(torch.tensor(image)[None, None])
+    padded = [row + [0.0, 0.0] for row in image] + [[0.0] * 6] * 2
+    for i in range(2):
+        for j in range(2):
+            window = sum(padded[2 * i + di][2 * j + dj] for di in range(3) for dj in range(3))
+            pooled = max(image[2 * i + di][2 * j + dj] for di in range(2) for dj in range(2))
+            assert out[0, 0, i, j].item() == pytest.approx(window + pooled)
+            assert out[0, 1, i, j].item() == 0.0  # ReLU(-window + zero-padded skip channel)
 
 
 class TinyBackbone(nn.Module):

@@ -204,23 +204,23 @@ def _match_image(pred: Predictions, gt: GroundTruth, thresholds: np.ndarray) -> 
     boxes = pred.boxes[order]
     iou = box_iou(boxes, gt.boxes)
     cover = box_coverage(boxes, gt.boxes)
-    regular, dont_care = ~gt.ignore, gt.ignore
+    above = thresholds[None, :, None]
+    # (n, T, G) overlap of each prediction with each box where it clears the threshold, else -1
+    regular = np.where(~gt.ignore & (iou[:, None, :] >= above), iou[:, None, :], -1.0)
+    dont_care = np.where(gt.ignore & (cover[:, None, :] >= above), cover[:, None, :], -1.0)
     taken = np.zeros((T, len(gt)), bool)
     rows = np.arange(T)
-    for d in range(n):
-        # best free regular box per threshold
-        cand = np.where(regular[None, :] & ~taken & (iou[d][None, :] >= thresholds[:, None]), iou[d][None, :], -1.0)
+    for d in np.flatnonzero((regular >= 0).any(axis=(1, 2))):  # greedy: best free regular box
+        cand = np.where(taken, -1.0, regular[d])
         best = cand.argmax(axis=1)
         hit = cand[rows, best] >= 0
         gt_index[hit, d] = best[hit]
         taken[rows[hit], best[hit]] = True
         iou_out[hit, d] = iou[d, best[hit]]
-        if dont_care.any():
-            cand = np.where(dont_care[None, :] & (cover[d][None, :] >= thresholds[:, None]), cover[d][None, :], -1.0)
-            best = cand.argmax(axis=1)
-            fall = ~hit & (cand[rows, best] >= 0)
-            gt_index[fall, d] = best[fall]
-            ignored[fall, d] = True
+    best = dont_care.argmax(axis=2)  # (n, T): the rest may fall on any don't-care box
+    fall = (gt_index.T < 0) & (np.take_along_axis(dont_care, best[..., None], axis=2)[..., 0] >= 0)
+    gt_index.T[fall] = best[fall]
+    ignored.T[fall] = True
     return order, gt_index, ignored, iou_out
 
 

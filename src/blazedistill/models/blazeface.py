@@ -1,9 +1,10 @@
 """BlazeFace-topology students: ``blazeface`` (the front teacher's topology) and ``resnet_blazeface``.
 
 ``resnet_blazeface`` is the original distillation project's student: the front model's BlazeBlocks
-and widths plus extra ResNet-style skips across blocks (1×1 projections where widths differ: 24→28
-over two blocks at 64², 32→42 at 32², 48→80 at 16²; identity skips over pairs of blocks at 8²). A
-skip adds the input of its first block to the (post-ReLU) output of its last block.
+and widths plus extra ResNet-style skips across blocks, each adding the input of its first block
+(through a bias-free 1×1 conv where widths differ) to the post-ReLU output of its last block:
+24→28 over blocks 0–1 (64²), 32→42 over 3–4 (32²), 48→80 over 6–9 (16²), and at 8² the output of
+the stride-2 block 11 joins the outputs of blocks 13 and 15 (identity), as in the original code.
 
 Layouts: 128 (front, short_range) as in the front model; 256 (back) gets one extra stride-2
 BlazeBlock (24→24) after the stem, so the same blocks then run at the same resolutions as at 128 and
@@ -30,7 +31,7 @@ FRONT_BLOCKS: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 FEATURE_A_BLOCK = 10
 #: (first, last) block of each extra skip in resnet_blazeface: input of `first` joins output of `last`
-RESNET_SKIPS: tuple[tuple[int, int], ...] = ((0, 1), (3, 4), (6, 9), (12, 13), (14, 15))
+RESNET_SKIPS: tuple[tuple[int, int], ...] = ((0, 1), (3, 4), (6, 9), (12, 13), (12, 15))
 
 
 class BlazeBlock(nn.Module):
@@ -67,28 +68,25 @@ class BlazeFaceBackbone(nn.Module):
         self.stem = nn.Conv2d(3, 24, 5, stride=2)
         self.downsample = nn.Sequential(*(BlazeBlock(24, 24, 2) for _ in range(extra_stride2)))
         self.blocks = nn.ModuleList(BlazeBlock(c_in, c_out, s) for c_in, c_out, s in FRONT_BLOCKS)
-        self.skip_starts = {first for first, _ in skips}
-        self.projections = nn.ModuleDict()  # keyed by the skip's last block; Identity where widths agree
-        previous_last = -1
+        self.skips = {last: first for first, last in skips}  # keyed by the skip's last block
+        if len(self.skips) != len(skips):
+            raise ValueError(f"two skips end at the same block: {skips}")
+        self.projections = nn.ModuleDict()  # 1×1 conv without bias where widths differ, else Identity
         for first, last in skips:
-            if first <= previous_last or last < first:
-                raise ValueError(f"skips must be ordered and must not overlap: {skips}")
-            if any(FRONT_BLOCKS[i][2] != 1 for i in range(first, last + 1)):
-                raise ValueError(f"skip over blocks {first}..{last} crosses a stride-2 block")
+            if not first <= last or any(FRONT_BLOCKS[i][2] != 1 for i in range(first, last + 1)):
+                raise ValueError(f"skip over blocks {first}..{last} is empty or crosses a stride-2 block")
             c_in, c_out = FRONT_BLOCKS[first][0], FRONT_BLOCKS[last][1]
-            self.projections[str(last)] = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-            previous_last = last
+            self.projections[str(last)] = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.downsample(F.relu(self.stem(F.pad(x, (1, 2, 1, 2)))))
+        block_inputs: list[torch.Tensor] = []
         features = []
-        skip = x
         for i, block in enumerate(self.blocks):
-            if i in self.skip_starts:
-                skip = x
+            block_inputs.append(x)
             x = block(x)
-            if str(i) in self.projections:
-                x = x + self.projections[str(i)](skip)
+            if i in self.skips:
+                x = x + self.projections[str(i)](block_inputs[self.skips[i]])
             if i == FEATURE_A_BLOCK:
                 features.append(x)
         features.append(x)
