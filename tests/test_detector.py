@@ -242,8 +242,10 @@ def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model file"):
         load_model(tmp_path / "student.pt")
     (tmp_path / "other.tflite").write_bytes(b"not mediapipe")
-    with pytest.raises(ValueError, match="not one of the pinned"):
+    with pytest.raises(ValueError, match="other.tflite: not a readable .tflite file"):
         load_model(tmp_path / "other.tflite")
+    with pytest.raises(ValueError, match="only applies to a teacher"):
+        load_model(tmp_path / "other.tflite", model_file=tmp_path / "other.tflite")
 
 
 def test_tflite_model_shapes():
