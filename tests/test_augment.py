@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from blazedistill.distill.augment import AugmentConfig, augment, letterbox_image, make_rng, to_tensor
+from blazedistill.distill.augment import AugmentConfig, augment, make_rng
 from blazedistill.distill.data import parse_sources
 from blazedistill.distill.dataset import FaceImageDataset, FaceLoader
+from blazedistill.preprocess import letterbox
 
 PLAIN = AugmentConfig.none()
 
@@ -52,18 +53,16 @@ def test_output_shape_dtype_range(preset: str):
         assert out.min() >= -1.0 and out.max() <= 1.0
 
 
-def test_to_tensor_maps_to_minus_one_one():
-    image = Image.fromarray(np.array([[[0, 255, 51]]], dtype=np.uint8))
-    np.testing.assert_allclose(to_tensor(image).flatten().numpy(), [-1.0, 1.0, 51 / 127.5 - 1], atol=1e-6)
-
-
-def test_none_preset_is_the_keep_aspect_letterbox():
+def test_none_preset_is_the_inference_letterbox():
     red = Image.new("RGB", (200, 100), (255, 0, 0))
     out = _sample(PLAIN, image=red, size=128, extra=False)
     # 200x100 -> 128x64 centred: rows 32..95 red, 32 black rows above and below
     assert torch.all(out[0, 32:96] == 1.0) and torch.all(out[1:, 32:96] == -1.0)
     assert torch.all(out[:, :32] == -1.0) and torch.all(out[:, 96:] == -1.0)
-    assert letterbox_image(Image.new("RGB", (50, 100), "white"), 64).getbbox() == (16, 0, 48, 64)
+    for index, size in enumerate([(90, 60), (61, 97), (128, 128), (300, 40)]):
+        photo = _photo(index, size)
+        expected = letterbox(np.asarray(photo), 128)[0]
+        assert torch.equal(_sample(PLAIN, index=index, image=photo, size=128), expected)
 
 
 def test_zoom_out_pastes_at_the_configured_size():

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..preprocess import letterbox
+
 ExtraImage = Callable[[], "Image.Image | None"]
 """Returns another decoded image of the data set (for backgrounds and extra faces), or None."""
 
@@ -93,26 +95,8 @@ def augment(
     if on_canvas:
         out = _compose_canvas(image, size, cfg, rng, extra)
     else:
-        image = _rotate(_fit(image, size), cfg, rng, expand=False)
-        out = letterbox_image(_degrade(_colour(image, cfg, rng), cfg, rng), size)
-    return to_tensor(out)
-
-
-def letterbox_image(image: Image.Image, size: int) -> Image.Image:
-    """Keep-aspect resize of the longer side to ``size``, centred on a black square (as at inference)."""
-    if image.size != (size, size):
-        image = _fit(image, size)
-    if image.size == (size, size):
-        return image
-    canvas = Image.new("RGB", (size, size))
-    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
-    return canvas
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB image -> float32 (3, H, W) in [-1, 1] (x / 127.5 - 1)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array) * np.float32(1 / 127.5) - np.float32(1.0))
+        out = _degrade(_colour(_rotate(_fit(image, size), cfg, rng, expand=False), cfg, rng), cfg, rng)
+    return letterbox(np.asarray(out), size)[0]  # the inference letterbox: black border, x / 127.5 - 1
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -173,8 +157,7 @@ def _degrade(image: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -
     if _happens(rng, cfg.blur_p):
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*cfg.blur_radius)))
     if _happens(rng, cfg.noise_p):
-        array = np.asarray(image, dtype=np.float32)
-        array = array + rng.normal(0.0, rng.uniform(*cfg.noise_std), array.shape).astype(np.float32)
+        array = np.asarray(image, dtype=np.float32) + _gaussian_noise(image.size, rng.uniform(*cfg.noise_std), rng)
         image = Image.fromarray(np.clip(array + 0.5, 0, 255).astype(np.uint8))
     if _happens(rng, cfg.grayscale_p):
         image = image.convert("L").convert("RGB")
@@ -216,14 +199,32 @@ def _background(size: int, cfg: AugmentConfig, rng: np.random.Generator, extra: 
             crop = other.crop((round(x), round(y), round(x + side), round(y + side)))
             if _happens(rng, 0.5):
                 crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-            crop = crop.resize((size, size), Image.BILINEAR)
-            if _happens(rng, 0.5):  # out of focus, as behind a subject
-                crop = crop.filter(ImageFilter.GaussianBlur(rng.uniform(1.0, 4.0)))
-            return crop
+            if _happens(rng, 0.5):  # out of focus, as behind a subject: through a smaller size
+                blurred = max(4, round(size / rng.uniform(2.0, 6.0)))
+                crop = crop.resize((blurred, blurred), Image.BILINEAR)
+            return crop.resize((size, size), Image.BILINEAR)
     if u < cfg.background_image_p + cfg.background_noise_p:
         cells = int(rng.integers(2, 17))
         coarse = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
         smooth = Image.fromarray(coarse).resize((size, size), Image.BICUBIC)
-        fine = rng.normal(0.0, rng.uniform(0, 12), (size, size, 3))
+        fine = _gaussian_noise((size, size), rng.uniform(0, 12), rng)
         return Image.fromarray(np.clip(np.asarray(smooth, dtype=np.float32) + fine, 0, 255).astype(np.uint8))
     return Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 256, 3)))
+
+
+_NOISE_BANK: dict[int, np.ndarray] = {}
+
+
+def _gaussian_noise(wh: tuple[int, int], std: float, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) float32 N(0, std²) noise: a random window of a fixed bank (cheaper than fresh normals)."""
+    w, h = wh
+    side = 2 * max(w, h, 64)
+    side = 1 << (side - 1).bit_length()
+    bank = _NOISE_BANK.get(side)
+    if bank is None:
+        bank = _NOISE_BANK[side] = np.random.default_rng(0).standard_normal((side, side, 3), dtype=np.float32)
+    y, x = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+    window = bank[y : y + h, x : x + w]
+    if _happens(rng, 0.5):
+        window = window[:, ::-1]
+    return window * np.float32(std)

@@ -15,13 +15,15 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from .. import imageio
+
+IMAGE_EXTENSIONS = frozenset(imageio.IMAGE_SUFFIXES)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"})
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
@@ -151,7 +153,7 @@ def _parse_path(path: str, spec: str, video_fps: float, log: Callable[[str], Non
     if not os.path.exists(path):
         raise SourceError(f"{spec}: {path} does not exist")
     if os.path.isdir(path):
-        refs = [ImageRef(p) for p in _walk_images(path)]
+        refs = [ImageRef(str(p)) for p in imageio.list_images([path])[0]]
         if not refs:
             raise SourceError(f"{path}: the folder holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         return refs
@@ -171,14 +173,6 @@ def _parse_path(path: str, spec: str, video_fps: float, log: Callable[[str], Non
         f"{path}: unknown kind of source (expected a folder, .tar, a path list {sorted(LIST_EXTENSIONS)}, "
         f"an image {sorted(IMAGE_EXTENSIONS)} or a video {sorted(VIDEO_EXTENSIONS)})"
     )
-
-
-def _walk_images(folder: str) -> Iterable[str]:
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and os.path.splitext(name.lower())[1] in IMAGE_EXTENSIONS:
-                yield os.path.join(root, name)
 
 
 def _parse_list(path: str, video_fps: float, log: Callable[[str], None], depth: int) -> list[ImageRef]:
@@ -282,22 +276,23 @@ def read_image(ref: ImageRef, min_long_side: int | None = None) -> Image.Image:
         return decode_image(ref.path, min_long_side)
     except UnreadableImage:
         raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image (unrecognised format)") from None
     except Exception as e:  # any decoder failure is a property of the item, not of the run
         raise UnreadableImage(f"{type(e).__name__}: {e}") from None
 
 
 def decode_image(source: str | io.BytesIO, min_long_side: int | None = None) -> Image.Image:
-    """Open, EXIF-rotate and fully decode an image as RGB, reduced towards ``min_long_side``."""
+    """Open, fully decode and EXIF-rotate an image as RGB (``imageio`` conventions), reduced towards
+    ``min_long_side``."""
     with Image.open(source) as im:
         if min_long_side and im.format == "JPEG":
             w, h = im.size
             scale = min_long_side / max(w, h)
             if scale < 0.5:
                 im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        rgb = im.convert("RGB")
-    return _reduce(rgb, min_long_side)
+        pixels = imageio.read_image(im).pixels  # EXIF rotation and every mode -> RGB, as at inference
+    return _reduce(Image.fromarray(pixels), min_long_side)
 
 
 def _reduce(image: Image.Image, min_long_side: int | None) -> Image.Image:

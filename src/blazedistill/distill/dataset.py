@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -58,8 +59,8 @@ def collate_samples(items: Sequence[Sample | Unreadable]) -> Batch:
     """Stack the readable samples; unreadable markers go to ``Batch.skipped``."""
     samples = [s for s in items if isinstance(s, Sample)]
     skipped = [s for s in items if isinstance(s, Unreadable)]
-    if samples:
-        images = torch.stack([s.image for s in samples])
+    if samples:  # numpy's single-threaded copy: torch.stack's thread pool stalls when the cores are busy
+        images = torch.from_numpy(np.stack([s.image.numpy() for s in samples]))
     else:
         images = torch.empty(0)
     indices = torch.tensor([s.index for s in samples], dtype=torch.int64)
@@ -233,6 +234,7 @@ def build_dataloaders(
     workers: int = 2,
     seed: int = 0,
     augment_config: AugmentConfig | str = "default",
+    val_augment_config: AugmentConfig | str = "none",
     video_fps: float = 1.0,
     device: torch.device | str = "cpu",
     distributed: bool | None = None,
@@ -244,18 +246,21 @@ def build_dataloaders(
     Validation: the ``val`` sources when given (items also in ``data`` are dropped from training), else a
     seed-fixed ``val_fraction`` of ``data`` (0: no validation loader). Training batches are shuffled by
     (seed, epoch) and sharded over ranks when torch.distributed is initialised (``distributed=None``);
-    validation is not sharded (every rank sees all of it) and not augmented.
+    validation is not sharded (every rank sees all of it) and uses ``val_augment_config`` (default: the
+    plain letterbox). The demo set validates on other augmented samples of its few photos (a fixed seed).
     """
     log = log or _print_note
     if isinstance(augment_config, str):
         augment_config = AugmentConfig.preset(augment_config)
+    if isinstance(val_augment_config, str):
+        val_augment_config = AugmentConfig.preset(val_augment_config)
     demo = not data
     if demo:
         train_refs, val_refs, description = _demo_split(*demo_samples, log)
         val_dataset = FaceImageDataset(val_refs, input_size, augment_config, seed + 1_000_003, extras=train_refs)
     else:
         train_refs, val_refs, description = _real_split(data, val, val_fraction, seed, video_fps, log)
-        val_dataset = FaceImageDataset(val_refs, input_size, AugmentConfig.none(), seed)
+        val_dataset = FaceImageDataset(val_refs, input_size, val_augment_config, seed)
     train_dataset = FaceImageDataset(train_refs, input_size, augment_config, seed)
     pin = torch.device(device).type == "cuda"
     train = FaceLoader(
