@@ -362,7 +362,7 @@ def _call_loss(loss_fn: LossFn, student_out, teacher_out) -> tuple[torch.Tensor,
     """(scalar to backpropagate, {component: value}) from a loss returning a tensor or a dict with "total"."""
     result = loss_fn(student_out, teacher_out)
     if isinstance(result, dict):
-        return result["total"], {k: float(v) for k, v in result.items() if k != "total"}
+        return result["total"], {k: float(v.detach()) for k, v in result.items() if k != "total"}
     return result, {}
 
 

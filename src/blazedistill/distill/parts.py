@@ -69,7 +69,8 @@ def preview_images(sources: list[str], val_refs: list, count: int, log=None) -> 
             (log or _note)(f"preview: {problem}")
         return [(p.name, p) for p in paths[:count] if p.is_file()]
     pictures = []
-    for ref in val_refs[:count]:
+    unique = list({ref.key: ref for ref in val_refs}.values())  # the demo set repeats its few photos
+    for ref in unique[:count]:
         try:
             pictures.append((Path(ref.member or ref.path).name, read_image(ref)))
         except UnreadableImage as exc:

@@ -28,6 +28,7 @@ def plot_curves(rows: list[dict], curve: list[list[float]], out: str | Path) -> 
         ax.plot(steps, [r["train_loss"] for r in rows], "o-", color="navy", label="train (epoch mean)")
         ax.plot(steps, [r.get("val_loss", math.nan) for r in rows], "s-", color="tab:orange", label="validation")
     _finish(ax, "optimizer step", "loss", "distillation loss", log=_positive(curve, rows))
+    fig.tight_layout()
     fig.savefig(out / "loss_curve.png")
     plt.close(fig)
 
@@ -112,4 +113,3 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, log: bool = False) -> None
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    ax.figure.tight_layout()
