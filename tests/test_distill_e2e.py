@@ -42,8 +42,9 @@ def distill(args: list[str]) -> int:
 
 @pytest.mark.slow
 def test_tiny_distillation_writes_every_artefact_and_the_student_detects(tmp_path, photos, grace_hopper, capsys):
-    from blazedistill import Detector, load_model
     from blazedistill.models.registry import DEFAULT_STUDENT
+
+    from blazedistill import Detector, load_model
 
     out = tmp_path / "run"
     args = ["--data", str(photos), "--val-fraction", "0.2", "--epochs", "2", "--batch-size", "4", "--out", str(out)]
@@ -91,9 +92,30 @@ def test_config_yaml_reproduces_the_run(tmp_path, photos):
 def test_two_processes_under_torchrun(tmp_path, photos):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               "-m", "blazedistill", "distill", "--data", str(photos), "--val-fraction", "0.2", "--epochs", "1",
-               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "blazedistill",
+        "distill",
+        "--data",
+        str(photos),
+        "--val-fraction",
+        "0.2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("done (finished)") == 1  # the main process alone reports and writes

@@ -23,8 +23,15 @@ class TinyDetector(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         conv = nn.Conv2d
-        self.a = nn.Sequential(conv(3, width, 3, 2, 1), nn.ReLU(), conv(width, width, 3, 2, 1), nn.ReLU(),
-                               conv(width, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU())  # fmt: skip
+        self.a = nn.Sequential(
+            conv(3, width, 3, 2, 1),
+            nn.ReLU(),
+            conv(width, width, 3, 2, 1),
+            nn.ReLU(),
+            conv(width, width, 3, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
         self.b = nn.Sequential(conv(width, width, 3, 2, 1), nn.ReLU())
         self.head_a, self.head_b = conv(width, 2 * 17, 1), conv(width, 6 * 17, 1)
         self.spec = TINY_SPEC
@@ -54,8 +61,14 @@ def tiny_parts(data_dir, cfg: RunConfig, loss_fn=None) -> Parts:
     from blazedistill.distill.dataset import build_dataloaders
     from blazedistill.distill.losses import get_loss
 
-    loaders = build_dataloaders([str(data_dir)], val_fraction=0.25, input_size=32, batch_size=cfg.train.batch_size,
-                                workers=cfg.data.workers, seed=cfg.train.seed)  # fmt: skip
+    loaders = build_dataloaders(
+        [str(data_dir)],
+        val_fraction=0.25,
+        input_size=32,
+        batch_size=cfg.train.batch_size,
+        workers=cfg.data.workers,
+        seed=cfg.train.seed,
+    )
     return Parts(
         teacher=TinyDetector(seed=1),
         student=TinyDetector(seed=2),

@@ -58,32 +58,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher model name (default: front)")
     p.add_argument("--student", help="student architecture from the registry (default: the registry's default)")
     p.add_argument("--loss", choices=("detection", "seed"), help="distillation loss (default: detection)")
-    p.add_argument("--data", nargs="+", action="extend", metavar="SRC",
-                   help="training images: folders, .tar shards (brace patterns), path lists, videos; "
-                   "none = the built-in demo set")  # fmt: skip
-    p.add_argument("--val", nargs="+", action="extend", metavar="SRC",
-                   help="validation images (default: hold out --val-fraction of --data)")  # fmt: skip
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        metavar="SRC",
+        help="training images: folders, .tar shards (brace patterns), path lists, videos; none = the built-in demo set",
+    )
+    p.add_argument(
+        "--val",
+        nargs="+",
+        action="extend",
+        metavar="SRC",
+        help="validation images (default: hold out --val-fraction of --data)",
+    )
     p.add_argument("--val-fraction", type=float, help="share of --data held out for validation (default: 0.1)")
     p.add_argument("--val-size", type=int, help="validate on a fixed (seeded) subset of this many images")
-    p.add_argument("--preview", nargs="+", action="extend", metavar="SRC",
-                   help="photos for side_by_side/ (default: the first validation images)")  # fmt: skip
+    p.add_argument(
+        "--preview",
+        nargs="+",
+        action="extend",
+        metavar="SRC",
+        help="photos for side_by_side/ (default: the first validation images)",
+    )
     p.add_argument("--augment", choices=("default", "seed", "none"), help="augmentation preset (default: default)")
     p.add_argument("--epochs", type=int, help="epochs over the training data (default: 10)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the LR schedule spans them)")
-    p.add_argument("--time-limit", type=float, metavar="MIN",
-                   help="stop after this many minutes (resumable; the LR schedule does not shrink)")  # fmt: skip
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MIN",
+        help="stop after this many minutes (resumable; the LR schedule does not shrink)",
+    )
     p.add_argument("--batch-size", type=int, help="images per step and process (default: 32)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: 2e-3)")
     p.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the student (e.g. 0.998); off by default")
     p.add_argument("--workers", type=int, help="data loading processes (default: 2)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<timestamp>)")
-    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
-                   help="continue a run from RUN (a run folder or checkpoint; default: --out) with its config")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN",
+        help="continue the run in RUN (a run folder or checkpoint; default: --out), with its config",
+    )
     p.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--seed", type=int, help="seed for everything (default: 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"any other config value, e.g. optim.weight_decay=0.05 (keys: {', '.join(known_keys())})")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"any other config value, e.g. optim.weight_decay=0.05 (keys: {', '.join(known_keys())})",
+    )
     p.set_defaults(func=run)
 
 
