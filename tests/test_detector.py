@@ -183,11 +183,17 @@ def test_spec_is_required():
 # ---- detection parity: PyTorch teacher vs the TFLite interpreter, same pipeline ------------------------------
 
 
+@cache
+def _prepared(images: tuple[Path, ...], size: int) -> tuple[np.ndarray, list]:
+    """Letterboxed inputs shared by the teachers of one input size (decoding is the slow part)."""
+    detector = tflite_detector(next(n for n, s in TEACHER_SPECS.items() if s.input_size == size))
+    batch = np.empty((len(images), 3, size, size), np.float32)
+    return batch, [detector.prepare_into(batch[i], path) for i, path in enumerate(images)]
+
+
 def _parity(name: str, images: list[Path]) -> None:
     torch_side, tflite_side = torch_detector(name), tflite_detector(name)
-    size = torch_side.input_size
-    batch = np.empty((len(images), 3, size, size), np.float32)
-    boxes = [torch_side.prepare_into(batch[i], path) for i, path in enumerate(images)]
+    batch, boxes = _prepared(tuple(images), torch_side.input_size)
     got = torch_side.detect_tensor(batch, boxes)
     want = tflite_side.detect_tensor(batch, boxes)
     for path, g, w in zip(images, got, want, strict=True):
@@ -236,8 +242,10 @@ def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model file"):
         load_model(tmp_path / "student.pt")
     (tmp_path / "other.tflite").write_bytes(b"not mediapipe")
-    with pytest.raises(ValueError, match="not one of the pinned"):
+    with pytest.raises(ValueError, match="other.tflite: not a readable .tflite file"):
         load_model(tmp_path / "other.tflite")
+    with pytest.raises(ValueError, match="only applies to a teacher"):
+        load_model(tmp_path / "other.tflite", model_file=tmp_path / "other.tflite")
 
 
 def test_tflite_model_shapes():

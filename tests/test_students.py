@@ -247,3 +247,22 @@ def test_unknown_student_and_unknown_teacher():
         create_student("nope", "front")
     with pytest.raises(ValueError, match="unknown teacher"):
         create_student("resnet10", "nope")
+
+
+def test_blazeface_with_the_front_teachers_weights_is_the_teacher(grace_hopper):
+    """The `blazeface` student is the front topology: given the teacher's weights, it gives its outputs."""
+    from blazedistill import load_teacher
+    from blazedistill.imageio import load_image
+    from blazedistill.preprocess import letterbox
+
+    teacher = load_teacher("front")
+    student = create_student("blazeface", "front").eval()
+    source, target = list(teacher.state_dict().values()), student.state_dict()
+    assert [tuple(v.shape) for v in source] == [tuple(v.shape) for v in target.values()]
+    student.load_state_dict(dict(zip(target, source, strict=True)))
+    x = torch.stack([letterbox(load_image(grace_hopper), 128)[0], torch.zeros(3, 128, 128)])
+    with torch.no_grad():
+        expected, got = teacher(x), student(x)
+    assert torch.sigmoid(expected[1][0]).max() > 0.9  # a real face, so the check covers a real detection
+    for e, o in zip(expected, got, strict=True):
+        torch.testing.assert_close(o, e, rtol=1e-5, atol=1e-3)

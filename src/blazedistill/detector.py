@@ -21,7 +21,7 @@ KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ea
 DRAFT_FACTOR = 2
 
 
-@dataclass
+@dataclass(eq=False)
 class Detection:
     """One face: `score` in [0, 1], `box` (4,) xmin, ymin, xmax, ymax and `keypoints` (6, 2) (x, y), in
     pixels of the original image (may extend past its border). Keypoints: see KEYPOINT_NAMES."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -15,6 +16,7 @@ BOX_COLOUR = (0, 255, 0)
 KEYPOINT_COLOURS = ((255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255), (255, 128, 0))
 
 
+@lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
@@ -29,13 +31,13 @@ def draw_detections(image: ImageSource, detections: Sequence[Detection]) -> Imag
     extent = max(canvas.size)
     width = max(1, round(extent / 300))
     radius = max(2, round(extent / 200))
-    font = _font(max(10, round(extent / 40)))
     for det in detections:
         xmin, ymin, xmax, ymax = (float(v) for v in det.box)
         pen.rectangle((xmin, ymin, xmax, ymax), outline=BOX_COLOUR, width=width)
         for (x, y), colour in zip(np.asarray(det.keypoints, dtype=float), KEYPOINT_COLOURS, strict=True):
             pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=(0, 0, 0))
         label = f"{det.score:.2f}"
+        font = _font(round(min(max(10, (ymax - ymin) / 6), max(10, extent / 40))))  # fits the face and image
         _, _, text_w, text_h = pen.textbbox((0, 0), label, font=font)
         label_w, label_h = text_w + 2 * width, text_h + 2 * width
         lx = max(0.0, xmin)

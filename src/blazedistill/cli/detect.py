@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default="front",
         help="teacher name (front, short_range, back, full_range, full_range_sparse), a student checkpoint "
-        "(.pt) or an ONNX export (.onnx); default: front",
+        "(.pt) or an exported model (.onnx, .torchscript, .tflite); default: front",
     )
     p.add_argument("--model-file", type=Path, help="use this .tflite file for the named teacher")
     p.add_argument("--min-score", type=_probability, help="score threshold (default: the model's own)")

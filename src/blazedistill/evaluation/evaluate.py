@@ -113,9 +113,14 @@ def _failure(path: Path, exc: Exception) -> str:
     return text if text.startswith(str(path)) else f"{path}: {text}"
 
 
+def _stack(inputs: list) -> torch.Tensor:
+    """Prepared (3, S, S) inputs (numpy or torch) -> one (N, 3, S, S) float32 tensor."""
+    return torch.from_numpy(np.stack([np.asarray(x, np.float32) for x in inputs]))
+
+
 def _raw_and_detections(operating: Detector, low: Detector, batch: torch.Tensor, letterboxes: list) -> tuple:
     """Raw outputs, scored detections (see the module doc) and operating-threshold detections of one batch."""
-    regressors, logits = (t.float() for t in operating.model(batch.to(operating.device)))
+    regressors, logits = (torch.as_tensor(t).float() for t in operating.model(batch.to(operating.device)))
     found = operating.postprocess(regressors, logits, letterboxes)
     below = low.postprocess(regressors, logits, letterboxes)
     scored = [
@@ -148,8 +153,8 @@ def run_models(
         if not ready:
             continue
         paths_ok, xs, boxes, ys, ref_boxes = (list(column) for column in zip(*ready, strict=True))
-        (r_m, c_m), m_low, m_op = _raw_and_detections(model, model_low, torch.stack(xs), boxes)
-        (r_r, c_r), r_low, r_op = _raw_and_detections(reference, reference_low, torch.stack(ys), ref_boxes)
+        (r_m, c_m), m_low, m_op = _raw_and_detections(model, model_low, _stack(xs), boxes)
+        (r_r, c_r), r_low, r_op = _raw_and_detections(reference, reference_low, _stack(ys), ref_boxes)
         if shared:
             n = len(ready)
             sums["mae_regressors"] += float((r_m - r_r.to(r_m.device)).abs().mean()) * n

@@ -51,11 +51,10 @@ def format_table(result: Evaluation) -> str:
         ("face counts agree", a["count_agreement"]),
     ]
     mae = result.raw_mae or {}
-    rows += [
-        ("raw MAE regressors", mae.get("mae_regressors")),
-        ("raw MAE logits (±100)", mae.get("mae_classificators")),
-    ]
     lines += [f"  {name:<24}{_num(value):>9}" for name, value in rows]
+    for name, key in (("raw MAE regressors", "mae_regressors"), ("raw MAE logits (±100)", "mae_classificators")):
+        value = mae.get(key)
+        lines.append(f"  {name:<24}{'n/a' if value is None else f'{value:.3g}':>9}")
     if result.raw_mae is None:
         lines.append(f"  (raw MAE n/a: {result.raw_mae_note})")
     gt = result.ground_truth

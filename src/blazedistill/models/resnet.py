@@ -79,6 +79,11 @@ class ResNetBackbone(nn.Module):
             self.stages.append(nn.Sequential(*blocks))
             channels.append(c_out)
             strides.append(stride)
+        if size % stride or any(level.stride not in strides for level in levels):
+            raise ValueError(
+                f"ResNet students need an input size divisible by {stride} and power-of-two anchor strides; "
+                f"spec {spec.name!r} ({size}px, strides {self.level_strides}) is not supported"
+            )
         self.stage_strides = strides
         finest = strides.index(levels[0].stride)
         # laterals[i] maps stage i+1's (merged) map onto stage i's channels, for finest <= i < last stage
@@ -95,7 +100,7 @@ class ResNetBackbone(nn.Module):
         for i in range(len(maps) - 2, -1, -1):
             if str(i) not in self.laterals:
                 break
-            top = F.interpolate(self.laterals[str(i)](merged), size=maps[i].shape[-2:], mode="nearest")
+            top = F.interpolate(self.laterals[str(i)](merged), scale_factor=2.0, mode="nearest")
             merged = F.relu(maps[i] + top)
             by_stride[self.stage_strides[i]] = merged
         return [by_stride[s] for s in self.level_strides]
