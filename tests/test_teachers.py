@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from blazedistill import hub, load_teacher
 from blazedistill.imageio import load_image
 from blazedistill.models import teachers as teachers_module
-from blazedistill.models.tflite_graph import _DepthToSpace, _same_pads, _trim_after, bilinear_taps
+from blazedistill.models.tflite_graph import _DepthToSpace, bilinear_taps
+from blazedistill.models.tflite_plan import same_pads, symmetric_kernel, trim_after
 from blazedistill.models.tflite_reader import TFLiteError, densify, read_tflite
 from blazedistill.preprocess import letterbox
 from blazedistill.specs import teacher_spec
@@ -110,6 +111,14 @@ def test_teacher_is_frozen_eval_and_checks_input_shape():
         teacher(torch.zeros(1, 3, 256, 256))
     with pytest.raises(ValueError, match="unknown teacher"):
         load_teacher("nope")
+
+
+def test_gradients_flow_through_the_teacher():
+    teacher = load_teacher("full_range")
+    x = torch.zeros(1, 3, 192, 192, requires_grad=True)
+    reg, cls = teacher(x)
+    (reg.sum() + cls.sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_cache_round_trip(tmp_path, monkeypatch):
@@ -242,13 +251,27 @@ def test_densify_rejects_inconsistent_storage():
 
 
 def test_same_padding_puts_the_odd_pixel_last():
-    assert _same_pads(128, 5, 2, 1) == (1, 2)  # the first conv of front: padded (1, 2)
-    assert _same_pads(64, 3, 2, 1) == (0, 1)
-    assert _same_pads(64, 3, 1, 1) == (1, 1)
-    assert _same_pads(64, 2, 2, 1) == (0, 0)
+    assert same_pads(128, 5, 2, 1) == (1, 2)  # the first conv of front: padded (1, 2)
+    assert same_pads(64, 3, 2, 1) == (0, 1)
+    assert same_pads(64, 3, 1, 1) == (1, 1)
+    assert same_pads(64, 2, 2, 1) == (0, 0)
     # PAD (0, 2) before a VALID 3x3 stride-2 conv on 64 pixels: the window ends reach only 1 padded pixel
-    assert _trim_after(64, 0, 2, 3, 2, 1) == 1
-    assert _trim_after(96, 1, 1, 3, 2, 1) == 0
+    assert trim_after(64, 0, 2, 3, 2, 1) == 1
+    assert trim_after(96, 1, 1, 3, 2, 1) == 1  # unused, but keeping it makes the padding symmetric
+    assert trim_after(96, 0, 1, 3, 2, 1) == 1
+    assert trim_after(5, 1, 2, 3, 2, 1) == 1  # windows start at -1, 1, 3: the last reaches 1 padded pixel
+
+
+def test_symmetric_kernel_gives_the_same_convolution():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(1, 4, 9, 8, generator=g), torch.randn(4, 1, 3, 3, generator=g)
+    for pad, stride in [((0, 1, 0, 1), 2), ((1, 2, 2, 1), 2), ((2, 0, 0, 1), 1)]:
+        t, b, left, right = pad
+        ref = F.conv2d(F.pad(x, (left, right, t, b)), w, stride=stride, groups=4)
+        w2, pad2 = symmetric_kernel(w.numpy(), list(pad), (1, 1))
+        assert pad2[0] == pad2[1] and pad2[2] == pad2[3]
+        ours = F.conv2d(x, torch.from_numpy(w2), stride=stride, padding=(pad2[0], pad2[2]), groups=4)
+        torch.testing.assert_close(ours, ref)
 
 
 def test_bilinear_taps_match_tflite_modes():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -11,15 +13,27 @@ from torch import nn
 
 from .. import hub
 from ..specs import ModelSpec, teacher_spec
-from .tflite_graph import PLAN_FORMAT, TFLiteGraphModule
+from . import tflite_graph, tflite_plan, tflite_reader
+from .tflite_graph import TFLiteGraphModule
 from .tflite_reader import read_tflite
 
-CACHE_FORMAT = f"blazedistill-converted-v1/{PLAN_FORMAT}"
+CACHE_FORMAT = "blazedistill-converted-v1"
+
+
+@cache
+def converter_version() -> str:
+    """A digest of the converter's own source: a changed converter never reuses an older conversion."""
+    h = hashlib.sha256(tflite_plan.PLAN_FORMAT.encode())
+    for module in (tflite_reader, tflite_plan, tflite_graph):
+        try:
+            h.update(Path(module.__file__).read_bytes())
+        except (OSError, TypeError):  # no source file (frozen install): the plan format alone
+            pass
+    return h.hexdigest()[:12]
 
 
 def _cache_path(digest: str) -> Path:
-    tag = CACHE_FORMAT.replace("/", "-")
-    return hub.cache_dir() / "converted" / f"{digest}-{tag}.pt"
+    return hub.cache_dir() / "converted" / f"{digest}-{converter_version()}.pt"
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -40,7 +54,7 @@ def _load_cached(path: Path, digest: str) -> TFLiteGraphModule | None:
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("format") != CACHE_FORMAT or blob.get("sha256") != digest:
+        if blob.get("format") != CACHE_FORMAT or blob.get("sha256") != digest:  # not ours: rebuild
             return None
         module = TFLiteGraphModule(blob["plan"])
         module.load_state_dict(blob["state_dict"])
