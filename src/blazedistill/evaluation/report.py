@@ -80,8 +80,8 @@ def plot_precision_recall(result: Evaluation, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    for name, (precision, recall) in result.curves.items():
-        line = ax.plot(recall, precision, label=name, drawstyle="steps-post")[0]
+    for (name, (precision, recall)), style in zip(result.curves.items(), ("-", "--", ":"), strict=False):
+        line = ax.plot(recall, precision, style, label=name, drawstyle="steps-post", linewidth=1.5)[0]
         p, r = result.operating_points[name]
         ax.plot([r], [p], "o", color=line.get_color())
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01))
