@@ -1,0 +1,93 @@
+import argparse
+
+import pytest
+import yaml
+
+from blazedistill.cli import distill as distill_cli
+from blazedistill.distill.config import ConfigError, RunConfig, load_config, save_config
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    distill_cli.register(parser.add_subparsers())
+    return parser.parse_args(["distill", *argv])
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = RunConfig()
+    cfg.set("optim.lr", 3e-4)
+    cfg.set("data.train", ["a/{0..3}.tar", "b/"])
+    cfg.set("loss.kwargs", {"temperature": 2.0})
+    cfg.set("train.max_steps", 123)
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert again.optim.lr == 3e-4 and again.data.train == ["a/{0..3}.tar", "b/"]
+    assert again.loss.kwargs == {"temperature": 2.0} and again.train.max_steps == 123
+
+
+def test_partial_file_keeps_defaults_and_ints_pass_as_floats(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 1\ntrain:\n  epochs: 3\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == RunConfig().train.batch_size
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epoch: 3\n", "unknown config key 'train.epoch'"),
+        ("train:\n  epochs: three\n", "train.epochs must be int"),
+        ("train:\n  amp: 1\n", "train.amp must be bool"),
+        ("train: 3\n", "section 'train' must be a mapping"),
+        ("train: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_name_the_file_and_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_flags_override_the_config_file(tmp_path):
+    cfg = RunConfig()
+    cfg.set("train.epochs", 7)
+    cfg.set("optim.lr", 0.01)
+    cfg.set("loss.name", "seed")
+    save_config(cfg, tmp_path / "config.yaml")
+    args = parse(["--config", str(tmp_path / "config.yaml"), "--epochs", "2", "--set", "optim.weight_decay=0.5"])
+    resolved = distill_cli.resolve_config(args)
+    assert resolved.train.epochs == 2  # flag wins
+    assert resolved.optim.lr == 0.01 and resolved.loss.name == "seed"  # file values kept
+    assert resolved.optim.weight_decay == 0.5
+
+
+def test_resume_reads_the_run_folders_config(tmp_path):
+    cfg = RunConfig()
+    cfg.set("train.batch_size", 5)
+    save_config(cfg, tmp_path / "config.yaml")
+    resolved = distill_cli.resolve_config(parse(["--resume", str(tmp_path)]))
+    assert resolved.train.batch_size == 5 and resolved.train.out == str(tmp_path)
+
+
+def test_every_flag_maps_to_a_real_key():
+    args = parse(["--data", "x", "y", "--data", "z", "--val-size", "9", "--lr", "1e-4", "--ema", "0.99"])
+    resolved = distill_cli.resolve_config(args)
+    assert resolved.data.train == ["x", "y", "z"]
+    assert resolved.data.val_size == 9 and resolved.optim.lr == 1e-4 and resolved.optim.ema_decay == 0.99
+    for key in distill_cli.FLAG_KEYS.values():
+        section, name = key.split(".")
+        assert hasattr(getattr(RunConfig(), section), name)
+
+
+def test_saved_config_is_plain_yaml(tmp_path):
+    save_config(RunConfig(), tmp_path / "config.yaml")
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert set(data) == {"model", "data", "loss", "optim", "train", "val"}
