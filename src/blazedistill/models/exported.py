@@ -136,5 +136,20 @@ def load_tflite_export(path: str | Path, num_threads: int | None = None) -> nn.M
     return TFLiteModel(path, spec=spec, num_threads=num_threads)
 
 
+def load_exported(path: str | Path, threads: int | None = None) -> nn.Module:
+    """An exported file by suffix: .onnx (onnxruntime), .torchscript, .tflite (TFLite interpreter)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from blazedistill.models.onnx_runtime import OnnxModel
+
+        return OnnxModel(path, threads=threads)
+    if suffix == ".torchscript":
+        return TorchScriptModel(path)
+    if suffix == ".tflite":
+        return load_tflite_export(path, num_threads=threads)
+    raise ExportedModelError(f"{path}: not an exported model (expected .onnx, .torchscript or .tflite)")
+
+
 def _decode(name: bytes | str | None) -> str:
     return name.decode() if isinstance(name, bytes) else (name or "")
