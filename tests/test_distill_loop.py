@@ -95,6 +95,7 @@ def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("tiny") / "images", 16)
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary_reproduces_the_uninterrupted_run(tmp_path, images):
     train(tiny_config(tmp_path / "a"), tiny_parts(images, tiny_config(tmp_path / "a")))
     paused = train(tiny_config(tmp_path / "b"), tiny_parts(images, tiny_config(tmp_path / "b")), stop_after_epoch=1)

@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "max_steps": "train.max_steps",
+    "val_every": "train.val_every_steps",
     "time_limit": "train.time_limit",
     "lr": "optim.lr",
     "ema": "optim.ema_decay",
@@ -73,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="validation images (default: hold out --val-fraction of --data)",
     )
     p.add_argument("--val-fraction", type=float, help="share of --data held out for validation (default: 0.1)")
+    p.add_argument(
+        "--val-every", type=int, metavar="STEPS", help="also validate every STEPS steps (default: per epoch)"
+    )
     p.add_argument("--val-size", type=int, help="validate on a fixed (seeded) subset of this many images")
     p.add_argument(
         "--preview",

@@ -65,6 +65,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format (a large speed-up for these convs on CPU)
     threads: int | None = None  # torch.set_num_threads; None = torch's default
     save_every_steps: int = 500  # also write last.pt every this many steps
+    val_every_steps: int | None = None  # also validate (and write checkpoints, plots) every this many steps
     log_every: int = 10  # steps between train-loss log rows
     out: str | None = None  # run folder; None = runs/<timestamp>
 

@@ -170,7 +170,31 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
         if procs.is_main:
             ckpt.save_checkpoint(checkpoint_state(), out / name)
 
+    def validate_and_save() -> None:
+        """Validate (main process), log the row, write best.pt / last.pt and the plots; all processes wait."""
+        nonlocal best
+        if procs.is_main:
+            eval_model = ema.module if ema is not None else student
+            metrics = validate(eval_model, teacher, parts.val_loader, parts.loss_fn, cfg.val, device, memory_format)
+            row = {
+                "epoch": round(epoch + epoch_step / steps_per_epoch, 4),
+                "step": step,
+                "lr": scheduler.get_last_lr()[0],
+                "train_loss": period_loss[0] / period_loss[1] if period_loss[1] else math.nan,
+                **metrics,
+            }
+            log.epoch_end(row)
+            tqdm.write(log.format_row(row))
+            if not (out / "best.pt").exists() or metrics[cfg.val.metric] > best:
+                best = metrics[cfg.val.metric]
+                save("best.pt")
+            save("last.pt")
+            log.plot()
+        period_loss[:] = [0.0, 0]
+        barrier(procs)
+
     # -- epochs ----------------------------------------------------------------------------------------------
+    period_loss = [0.0, 0]  # train loss sum and count since the last validation
     timer = StepTimer(device)
     started = time.monotonic()
     stop_reason = "finished"
@@ -185,7 +209,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
         for _ in range(epoch_step):  # mid-epoch resume: the same order, so drop the batches already trained on
             next(batches)
         model.train()
-        epoch_loss, epoch_batches, epoch_done = 0.0, 0, True
+        epoch_done = True
         bar = tqdm(
             total=steps_per_epoch,
             initial=epoch_step,
@@ -228,7 +252,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
             timer.mark("student", images=images.shape[0] * procs.world_size)
 
             loss_value = loss.item()
-            epoch_loss, epoch_batches = epoch_loss + loss_value, epoch_batches + 1
+            period_loss[0], period_loss[1] = period_loss[0] + loss_value, period_loss[1] + 1
             lr = scheduler.get_last_lr()[0]
             if step % cfg.train.log_every == 0:
                 log.train_step(step, loss_value, lr, loss_parts)
@@ -236,7 +260,10 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
                 loss=f"{loss_value:.4g}", lr=f"{lr:.2e}", img_s=f"{timer.images_per_s():.0f}", refresh=False
             )
             bar.update()
-            if step % cfg.train.save_every_steps == 0:
+            mid_epoch = epoch_step < steps_per_epoch and step < total_steps
+            if cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 and mid_epoch:
+                validate_and_save()
+            elif step % cfg.train.save_every_steps == 0:
                 save("last.pt")
             out_of_time = cfg.train.time_limit and time.monotonic() - started > cfg.train.time_limit * 60
             if step >= total_steps or out_of_time:
@@ -248,25 +275,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
         if epoch_done:
             epoch, epoch_step = epoch + 1, 0
 
-        # -- validate (main process), log, checkpoint, plot --------------------------------------------------
-        if procs.is_main:
-            eval_model = ema.module if ema is not None else student
-            metrics = validate(eval_model, teacher, parts.val_loader, parts.loss_fn, cfg.val, device, memory_format)
-            row = {
-                "epoch": round(epoch + epoch_step / steps_per_epoch, 4),
-                "step": step,
-                "lr": scheduler.get_last_lr()[0],
-                "train_loss": epoch_loss / max(1, epoch_batches),
-                **metrics,
-            }
-            log.epoch_end(row)
-            tqdm.write(log.format_row(row))
-            if not (out / "best.pt").exists() or metrics[cfg.val.metric] > best:
-                best = metrics[cfg.val.metric]
-                save("best.pt")
-            save("last.pt")
-            log.plot()
-        barrier(procs)
+        validate_and_save()
         if stop_reason != "finished":
             break
         if stop_after_epoch is not None and epoch >= stop_after_epoch and step < total_steps:
