@@ -93,9 +93,18 @@ def test_coco101_samples_the_envelope_at_101_recall_levels():
         average_precision(match_detections(preds, gts), "voc11")
 
 
-def test_ap_is_nan_without_positives_and_zero_without_predictions():
-    assert np.isnan(average_precision(match_detections([None], [None]))[0])
-    assert average_precision(match_detections([None], [np.array([_box(0, 0)])]))[0] == 0.0
+def test_empty_sides():
+    both_empty = match_detections([None], [None])
+    assert np.isnan(average_precision(both_empty)[0])
+    p, r, f1 = precision_recall_f1(both_empty)
+    assert np.isnan(p) and np.isnan(r) and f1 == 1.0
+    nothing_found = match_detections([None], [np.array([_box(0, 0)])])
+    assert average_precision(nothing_found)[0] == 0.0
+    p, r, f1 = precision_recall_f1(nothing_found)
+    assert np.isnan(p) and r == 0.0 and f1 == 0.0
+    nothing_there = match_detections([(np.array([_box(0, 0)]), [0.9])], [None])
+    p, r, f1 = precision_recall_f1(nothing_there)
+    assert p == 0.0 and np.isnan(r) and f1 == 0.0
 
 
 def test_duplicate_is_a_false_positive_and_lower_threshold_keeps_it_out():

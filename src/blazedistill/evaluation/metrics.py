@@ -16,8 +16,8 @@ Conventions (all documented here once):
   ``interpolation="coco101"`` (pycocotools' COCOeval): the mean of ``p_interp`` sampled at the 101
   recall levels 0, 0.01, ..., 1 (0 where a level is never reached).
 * AP is NaN when there is no non-ignored ground truth at all (undefined, as COCO's -1).
-* Precision is 1 when there are no predictions and recall is 1 when there is nothing to find, so that
-  F1 is 1 exactly when both sides are empty and 0 when only one is.
+* Precision is NaN without predictions, recall NaN without ground truth; F1 = 2TP / (2TP + FP + FN)
+  is always defined: 0 when only one side is empty, 1 when both are (nothing to find, nothing claimed).
 """
 
 from __future__ import annotations
@@ -303,9 +303,10 @@ def precision_recall_f1(match: MatchResult, score_threshold: float = 0.0, t: int
     keep = (match.scores >= score_threshold) & ~match.ignored[t]
     tp = int(match.true_positive[t][keep].sum())
     n_pred = int(keep.sum())
-    precision = tp / n_pred if n_pred else 1.0
-    recall = tp / match.num_positives if match.num_positives else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    fp, fn = n_pred - tp, match.num_positives - tp
+    precision = tp / n_pred if n_pred else float("nan")
+    recall = tp / match.num_positives if match.num_positives else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     return precision, recall, f1
 
 
