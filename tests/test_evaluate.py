@@ -107,6 +107,24 @@ def test_cli_usage_errors(capsys, tmp_path):
     assert "no such annotation file" in capsys.readouterr().err
 
 
+def test_student_checkpoint_is_compared_with_its_teacher(tmp_path, grace_hopper):
+    from blazedistill.distill.checkpoint import FORMAT, save_checkpoint
+    from blazedistill.models.registry import DEFAULT_STUDENT, create_student
+
+    student = create_student(DEFAULT_STUDENT, "back").eval()  # untrained
+    state = {"format": FORMAT, "student": DEFAULT_STUDENT, "student_kwargs": {}, "spec": student.spec.to_dict()}
+    save_checkpoint({**state, "teacher": "back", "model": student.state_dict()}, tmp_path / "student.pt")
+    report = tmp_path / "report.json"
+    assert (
+        main(["evaluate", "--model", str(tmp_path / "student.pt"), "--data", str(grace_hopper), "--json", str(report)])
+        == 0
+    )
+    data = json.loads(report.read_text())
+    assert data["reference"]["name"] == "back" and data["reference"]["input_size"] == 256
+    assert data["raw_mae"]["mae_regressors"] > 0.1  # same layout, so the raw outputs are compared
+    assert data["agreement"]["num_references"] == 1
+
+
 def test_default_reference():
     assert default_reference("back", None) == "back"
     model = SimpleNamespace(spec=teacher_spec("full_range"))
