@@ -76,18 +76,6 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def load_bench_model(source: str) -> nn.Module:
-    """A model by teacher name, checkpoint, or exported file (.onnx, .torchscript, .tflite with our metadata)."""
-    from blazedistill.models.exported import load_exported
-
-    path = Path(source)
-    if path.suffix.lower() in (".onnx", ".torchscript") or (path.suffix.lower() == ".tflite" and _is_export(path)):
-        return load_exported(path)
-    from blazedistill.models.loading import load_model
-
-    return load_model(source)
-
-
 def build_backend(source: str, model: nn.Module, backend: str, threads: int | None, workdir: Path) -> nn.Module:
     """`model` (loaded from `source`) running on `backend`; raises BackendUnavailable with the reason."""
     from blazedistill.export import ExportError, export_model, prepare_for_export
@@ -143,6 +131,7 @@ def benchmark(
     from blazedistill.detector import Detector
     from blazedistill.export import sample_photo
     from blazedistill.imageio import load_image
+    from blazedistill.models.loading import load_model
     from blazedistill.preprocess import letterbox_batch
 
     if threads:
@@ -153,7 +142,7 @@ def benchmark(
     with tempfile.TemporaryDirectory(prefix="blazedistill-bench-") as tmp:
         runners: list[tuple[str, str, nn.Module]] = []
         for source in sources:
-            model = load_bench_model(source)
+            model = load_model(source)
             for backend in backends:
                 note(f"preparing {source} on {backend}")
                 try:
@@ -224,12 +213,6 @@ def _is_teacher_source(source: str) -> bool:
     from blazedistill.hub import MODEL_SHA256, sha256_file
 
     return sha256_file(path) in MODEL_SHA256.values()
-
-
-def _is_export(path: Path) -> bool:
-    from blazedistill.models.exported import SPEC_KEY, read_tflite_metadata
-
-    return path.is_file() and SPEC_KEY in read_tflite_metadata(path)
 
 
 def _settings(threads: int | None, repeats: int, warmup: int, image: str | Path) -> dict:

@@ -14,7 +14,6 @@ about -21,000), where float32 rounding alone differs by more than 1e-4 between t
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -33,6 +32,7 @@ from blazedistill.models.exported import (
     add_tflite_metadata,
     export_metadata,
     load_tflite_export,
+    model_name,
 )
 from blazedistill.specs import ModelSpec
 
@@ -86,6 +86,7 @@ class ExportReport:
 
     path: Path
     format: str
+    model: str
     spec: ModelSpec
     tolerance: float
     checks: list[ParityCheck] = field(default_factory=list)
@@ -98,7 +99,9 @@ class ExportReport:
     def lines(self) -> list[str]:
         """Human-readable summary, one line per verified input."""
         runtime = {"onnx": "onnxruntime", "torchscript": "torch.jit.load", "tflite": "TFLite interpreter"}
-        out = [f"exported {self.spec.name} to {self.path} ({self.format}, {self.path.stat().st_size:,} bytes)"]
+        layout = f" ({self.spec.name} layout)" if self.model != self.spec.name else ""
+        size = self.path.stat().st_size
+        out = [f"exported {self.model}{layout} to {self.path} ({self.format}, {size:,} bytes)"]
         out += [
             f"verified with {runtime[self.format]} on {c.input_name} (N={c.batch}): "
             f"regressors max |Δ| {c.regressors.max_abs:.2e} (scaled {c.regressors.max_scaled:.2e}), "
@@ -117,8 +120,7 @@ def prepare_for_export(model: nn.Module) -> nn.Module:
         raise ExportError(f"{type(model).__name__} holds no PyTorch weights (already an exported model?)")
     from blazedistill.models.resnet import fold_batchnorm
 
-    prepared = fold_batchnorm(copy.deepcopy(model).eval())
-    prepared.spec = model.spec
+    prepared = fold_batchnorm(model)  # a copy, in eval mode
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
     return prepared
@@ -172,7 +174,7 @@ def export_and_verify(
         partial.unlink(missing_ok=True)
         raise ExportError(f"{out}: {format} export failed: {_first_line(exc)}") from exc
 
-    report = ExportReport(out, format, prepared.spec, tolerance)
+    report = ExportReport(out, format, model_name(prepared), prepared.spec, tolerance)
     try:
         exported = _LOADERS[format](partial)
         for name, batch in verification_inputs(prepared.spec, dynamic_batch).items():
@@ -222,7 +224,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
             verbose=False,
         )
     proto = onnx.load(str(path))
-    for key, value in export_metadata(model.spec).items():
+    for key, value in export_metadata(model).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
@@ -232,9 +234,12 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, dynamic_bat
 def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.freeze(torch.jit.trace(model, example))
-    extra = {TORCHSCRIPT_EXTRA_FILE: json.dumps(export_metadata(model.spec))}
-    torch.jit.save(traced, str(path), _extra_files=extra)
+    extra = {TORCHSCRIPT_EXTRA_FILE: json.dumps(export_metadata(model))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript; it still works
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 class _NHWCInput(nn.Module):
@@ -258,7 +263,7 @@ def _write_tflite(model: nn.Module, example: torch.Tensor, path: Path, dynamic_b
     with _quiet():
         converted = litert_torch.convert(_NHWCInput(model).eval(), (example.permute(0, 2, 3, 1).contiguous(),))
         converted.export(str(path))
-    add_tflite_metadata(path, export_metadata(model.spec))
+    add_tflite_metadata(path, export_metadata(model))
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript, "tflite": _write_tflite}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from blazedistill.specs import ModelSpec
 
 SPEC_KEY = "blazedistill.spec"
 VERSION_KEY = "blazedistill.version"
+MODEL_KEY = "blazedistill.model"
 #: TorchScript keeps the same entries as one JSON file in the archive's extra files
 TORCHSCRIPT_EXTRA_FILE = "blazedistill.json"
 
@@ -22,11 +24,17 @@ class ExportedModelError(ValueError):
     """An exported file cannot be used as a BlazeFace-contract model (unreadable, foreign or incomplete)."""
 
 
-def export_metadata(spec: ModelSpec) -> dict[str, str]:
-    """The key/value pairs stored in every exported file: the spec as JSON and the blazedistill version."""
+def model_name(model: nn.Module) -> str:
+    """A student's registered name, else the spec's (teacher) name."""
+    return (getattr(model, "student_config", None) or {}).get("name") or model.spec.name
+
+
+def export_metadata(model: nn.Module) -> dict[str, str]:
+    """The key/value pairs stored in every exported file: the spec as JSON, the model's name, the version."""
     from blazedistill import __version__
 
-    return {SPEC_KEY: json.dumps(spec.to_dict(), sort_keys=True), VERSION_KEY: __version__}
+    spec = json.dumps(model.spec.to_dict(), sort_keys=True)
+    return {SPEC_KEY: spec, MODEL_KEY: model_name(model), VERSION_KEY: __version__}
 
 
 def spec_from_metadata(metadata: Mapping[str, str], source: str | Path) -> ModelSpec:
@@ -68,7 +76,9 @@ class TorchScriptModel(nn.Module):
             raise ExportedModelError(f"{self.path}: no such file")
         extra = {TORCHSCRIPT_EXTRA_FILE: ""}
         try:
-            self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
+                self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
         except RuntimeError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportedModelError(f"{self.path}: not a TorchScript archive ({first_line})") from None
