@@ -42,9 +42,8 @@ def distill(args: list[str]) -> int:
 
 @pytest.mark.slow
 def test_tiny_distillation_writes_every_artefact_and_the_student_detects(tmp_path, photos, grace_hopper, capsys):
-    from blazedistill.models.registry import DEFAULT_STUDENT
-
     from blazedistill import Detector, load_model
+    from blazedistill.models.registry import DEFAULT_STUDENT
 
     out = tmp_path / "run"
     args = ["--data", str(photos), "--val-fraction", "0.2", "--epochs", "2", "--batch-size", "4", "--out", str(out)]

@@ -14,10 +14,13 @@ about -21,000), where float32 rounding alone differs by more than 1e-4 between t
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,13 +257,13 @@ class _NHWCInput(nn.Module):
 
 
 def _write_tflite(model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
-    try:
-        import litert_torch
-    except ImportError:
+    if importlib.util.find_spec("litert_torch") is None:
         raise ExportError(
             "TFLite export needs litert-torch (pip install 'blazedistill[tflite-export]'; it needs no tensorflow)"
-        ) from None
-    with _quiet():
+        )
+    with _quiet(), _native_stderr_kept_for_errors():
+        import litert_torch
+
         converted = litert_torch.convert(_NHWCInput(model).eval(), (example.permute(0, 2, 3, 1).contiguous(),))
         converted.export(str(path))
     add_tflite_metadata(path, export_metadata(model))
@@ -313,6 +316,25 @@ def _keep_unverified(partial: Path, out: Path) -> Path:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _native_stderr_kept_for_errors():
+    """Hold back what native code (the LiteRT converter) writes to stderr; show it only if an error follows."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager

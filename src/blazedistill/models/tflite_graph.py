@@ -23,6 +23,11 @@ _ACTIVATIONS = {  # in place: every step output they apply to is a fresh tensor
 }
 
 
+def _exporting() -> bool:
+    """True while torch.export / ONNX / TorchScript tracing records the graph: take the plain ops then."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 class _Step(nn.Module):
     """Base of the plan's steps: an optional fused activation."""
 
@@ -65,7 +70,8 @@ class _MaxPool(_Step):
         self.tiled = self.pre_pad is None and self.kernel == self.stride  # non-overlapping windows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tiled:  # elementwise maxima of strided views: faster than max_pool2d on channels_last
+        # elementwise maxima of strided views: faster than max_pool2d on channels_last
+        if self.tiled and not _exporting():
             (kh, kw), (h, w) = self.kernel, x.shape[2:]
             h, w = h - h % kh, w - w % kw
             y = x[:, :, 0:h:kh, 0:w:kw].clone()
@@ -89,6 +95,10 @@ class _Add(_Step):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         in_place = self.in_place and not a.requires_grad  # autograd may need `a` (e.g. a ReLU's output)
+        if _exporting():  # graph-friendly: an explicit constant channel Pad, no in-place slice writes
+            if self.channels is not None:
+                b = F.pad(b, (0, 0, 0, 0, self.channels, a.shape[1] - self.channels - b.shape[1]))
+            return self.activate(a + b)
         if self.channels is None:
             y = a.add_(b) if in_place else a + b
         else:
