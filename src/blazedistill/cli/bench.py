@@ -95,5 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(result.markdown())
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        from blazedistill.jsonsafe import json_safe
+
+        Path(args.json).write_text(json.dumps(json_safe(result.to_dict()), indent=2, allow_nan=False) + "\n")
     return 0

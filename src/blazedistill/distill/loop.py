@@ -38,6 +38,7 @@ from blazedistill.distill.runtime import (
     warmup_cosine,
 )
 from blazedistill.distill.validate import validate
+from blazedistill.jsonsafe import json_safe
 
 #: (student (reg, cls), teacher (reg, cls)) -> scalar tensor, or a dict of tensors with "total" to backpropagate
 LossFn = Callable[[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], "torch.Tensor | dict"]
@@ -305,7 +306,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
             "side_by_side": len(pictures),
             "data": parts.data_note,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         print(_format_summary(summary), flush=True)
     return summary
 

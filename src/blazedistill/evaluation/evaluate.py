@@ -29,6 +29,7 @@ from blazedistill.evaluation.metrics import (
     precision_recall_curve,
     precision_recall_f1,
 )
+from blazedistill.jsonsafe import json_safe
 
 #: score threshold of the detections AP is computed from (MediaPipe's own thresholds are 0.5-0.75)
 LOW_SCORE = 0.05
@@ -71,7 +72,7 @@ class Evaluation:
         def side(name: str, det: Detector) -> dict:
             return {"name": name, "spec": det.spec.name, "input_size": det.spec.input_size, "min_score": det.min_score}
 
-        return _json_safe(
+        return json_safe(
             {
                 "model": side(self.model_name, self.model_detector),
                 "reference": side(self.reference_name, self.reference_detector),
@@ -84,19 +85,6 @@ class Evaluation:
                 "per_image": self.per_image,
             }
         )
-
-
-def _json_safe(value):
-    """NaN -> None (strict JSON), numpy scalars -> Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def same_raw_layout(a: Detector, b: Detector) -> bool:
