@@ -8,6 +8,15 @@ _LAZY = {
     "load_model": "blazedistill.models.loading",
     "Detector": "blazedistill.detector",
     "Detection": "blazedistill.detector",
+    "create_student": "blazedistill.models.registry",
+    "list_students": "blazedistill.models.registry",
+    "register_student": "blazedistill.models.registry",
+    "RunConfig": "blazedistill.distill.config",
+    "load_config": "blazedistill.distill.config",
+    "train": "blazedistill.distill.loop",
+    "evaluate": "blazedistill.evaluation.evaluate",
+    "benchmark": "blazedistill.bench",
+    "export_model": "blazedistill.export",
 }
 
 __all__ = list(_LAZY)
