@@ -162,3 +162,20 @@ def test_teacher_gets_no_gradients_and_stays_in_eval_mode(tmp_path, images):
     assert len(rows) == 1 and float(rows[0]["step"]) == 3
     for key in ("val_loss", "mae_regressors", "mae_classificators", "ap50", "score_agreement"):
         assert np.isfinite(float(rows[0][key])), key
+
+
+def test_checkpoints_carry_the_calibrated_student_threshold(tmp_path, images):
+    cfg = tiny_config(tmp_path / "c", epochs=1)
+    summary = train(cfg, tiny_parts(images, cfg))
+    state = ckpt.load_checkpoint(tmp_path / "c" / "last.pt")
+    calibrated = state["calibrated_min_score"]
+    final = summary["final"]
+    assert calibrated == summary["calibrated_min_score"] == round(final["calibrated_min_score"], 4)
+    assert 0.05 <= calibrated <= 1 and state["spec"]["min_score"] == calibrated
+    assert state["min_score"] == TINY_SPEC.min_score == summary["teacher_min_score"]  # the teacher's, kept apart
+
+    cfg = tiny_config(tmp_path / "off", epochs=1)
+    cfg.val.calibrate = False
+    summary = train(cfg, tiny_parts(images, cfg))
+    state = ckpt.load_checkpoint(tmp_path / "off" / "last.pt")
+    assert state["calibrated_min_score"] is None and state["spec"]["min_score"] == TINY_SPEC.min_score

@@ -357,3 +357,22 @@ def test_generated_detections_against_themselves_score_one():
     preds = [(_xyxy(b), s) for b, s in dets]
     result = detection_agreement(preds, preds)
     assert result["ap50"] == 1.0 and result["ap50_95"] == 1.0
+
+
+def test_best_f1_threshold_is_the_highest_near_best_operating_point():
+    from blazedistill.evaluation.metrics import best_f1_threshold
+
+    gt = [[[0, 0, 10, 10], [50, 50, 60, 60]]]
+    preds = [
+        {
+            "boxes": [[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60], [80, 80, 90, 90]],
+            "scores": [0.9, 0.8, 0.6, 0.3],
+        }
+    ]
+    match = match_detections(preds, gt)
+    # F1 = 2TP / (predictions + positives) at each cut: 2/3, 2/4, 4/5, 4/6
+    threshold, f1 = best_f1_threshold(match)
+    assert threshold == 0.6 and f1 == pytest.approx(0.8)
+    threshold, f1 = best_f1_threshold(match, tolerance=0.2)  # 2/3 is within 0.2 of 0.8: the higher cut wins
+    assert threshold == 0.9 and f1 == pytest.approx(2 / 3)
+    assert all(np.isnan(best_f1_threshold(match_detections([{"boxes": [], "scores": []}], gt))))

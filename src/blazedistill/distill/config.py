@@ -77,6 +77,7 @@ class ValConfig:
     iou: float = 0.5  # IoU for a student detection to match a teacher detection
     confident: float = 0.5  # anchors with teacher probability above this count as teacher-positive
     metric: str = "ap50"  # best.pt is the checkpoint with the highest value of this metric
+    calibrate: bool = True  # checkpoints carry the validation-calibrated threshold as the student's min_score
 
 
 @dataclass

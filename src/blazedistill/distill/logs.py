@@ -62,7 +62,7 @@ class RunLog:
     @staticmethod
     def format_row(row: dict) -> str:
         shown = ("train_loss", "val_loss", "mae_regressors", "mae_classificators", "score_agreement", "ap50")
-        shown += ("mean_iou",)
+        shown += ("mean_iou", "f1", "calibrated_min_score", "f1_calibrated")
         values = ", ".join(f"{k} {row[k]:.4g}" for k in shown if k in row)
         return f"epoch {row['epoch']:g} (step {row['step']}): {values}"
 

@@ -7,6 +7,7 @@ learns to reproduce its raw outputs through the configured loss. Runs unchanged 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -39,6 +40,7 @@ from blazedistill.distill.runtime import (
 )
 from blazedistill.distill.validate import validate
 from blazedistill.jsonsafe import json_safe
+from blazedistill.specs import ModelSpec
 
 #: (student (reg, cls), teacher (reg, cls)) -> scalar tensor, or a dict of tensors with "total" to backpropagate
 LossFn = Callable[[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], "torch.Tensor | dict"]
@@ -127,6 +129,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
 
     # -- state, possibly resumed -----------------------------------------------------------------------------
     step, epoch, epoch_step, best = 0, 0, 0, -math.inf
+    calibrated = None  # the student's score threshold calibrated on the last validation (None: not yet / off)
     log = RunLog(out, enabled=procs.is_main)
     if resume_state is not None:
         student.load_state_dict(resume_state["model"])
@@ -136,6 +139,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
             ema.load_state_dict(resume_state["ema"], resume_state["ema_updates"])
         step, epoch, epoch_step = resume_state["step"], resume_state["epoch"], resume_state["epoch_step"]
         best = resume_state["best_metric"]
+        calibrated = resume_state.get("calibrated_min_score")
         log.restore(resume_state["history"])
         ckpt.set_rng_state(resume_state["rng"])
         if procs.is_main:
@@ -146,11 +150,12 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
             "format": ckpt.FORMAT,
             "student": cfg.model.student,
             "student_kwargs": dict(cfg.model.student_kwargs),
-            "spec": _student_spec(student, spec).to_dict(),
+            "spec": _student_spec(student, spec, calibrated).to_dict(),
             "teacher": cfg.model.teacher,
             "anchors": spec.anchors.to_dict(),
             "input_size": spec.input_size,
-            "min_score": spec.min_score,
+            "min_score": spec.min_score,  # the teacher's threshold
+            "calibrated_min_score": calibrated,  # the student's (also its spec's min_score), None when not calibrated
             "nms_iou": spec.nms_iou,
             "config": cfg.to_dict(),
             "model": student.state_dict(),
@@ -173,7 +178,7 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
 
     def validate_and_save() -> None:
         """Validate (main process), log the row, write best.pt / last.pt and the plots; all processes wait."""
-        nonlocal best
+        nonlocal best, calibrated
         if procs.is_main:
             eval_model = ema.module if ema is not None else student
             metrics = validate(eval_model, teacher, parts.val_loader, parts.loss_fn, cfg.val, device, memory_format)
@@ -184,6 +189,8 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
                 "train_loss": period_loss[0] / period_loss[1] if period_loss[1] else math.nan,
                 **metrics,
             }
+            if cfg.val.calibrate and math.isfinite(metrics["calibrated_min_score"]):
+                calibrated = round(metrics["calibrated_min_score"], 4)
             log.epoch_end(row)
             tqdm.write(log.format_row(row))
             if not (out / "best.pt").exists() or metrics[cfg.val.metric] > best:
@@ -287,7 +294,9 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
     summary = {}
     if procs.is_main:
         eval_model = ema.module if ema is not None else student
-        pictures = draw_side_by_side(teacher, eval_model.eval(), parts.preview, out / "side_by_side")
+        pictures = draw_side_by_side(
+            teacher, eval_model.eval(), parts.preview, out / "side_by_side", student_min_score=calibrated
+        )
         summary = {
             "run": str(out),
             "teacher": cfg.model.teacher,
@@ -301,6 +310,8 @@ def _train(cfg: RunConfig, parts: Parts | None, procs: Processes, resume, stop_a
             "processes": procs.world_size,
             "train_batches_per_epoch": steps_per_epoch,
             "best": {cfg.val.metric: best},
+            "teacher_min_score": spec.min_score,
+            "calibrated_min_score": calibrated,
             "final": log.last_row(),
             "throughput": timer.summary(),
             "side_by_side": len(pictures),
@@ -376,8 +387,17 @@ def _call_loss(loss_fn: LossFn, student_out, teacher_out) -> tuple[torch.Tensor,
     return result, {}
 
 
-def _student_spec(student: nn.Module, teacher_spec):
-    return getattr(student, "spec", None) or teacher_spec
+def _student_spec(student: nn.Module, teacher_spec: ModelSpec, min_score: float | None) -> ModelSpec:
+    """The student's spec (the teacher's layout), with the calibrated threshold when there is one."""
+    spec = getattr(student, "spec", None) or teacher_spec
+    return spec if min_score is None else dataclasses.replace(spec, min_score=min_score)
+
+
+def _threshold_note(summary: dict) -> str:
+    if summary["calibrated_min_score"] is None:
+        return f"student threshold {summary['teacher_min_score']:g} (the teacher's)"
+    calibrated, teacher = summary["calibrated_min_score"], summary["teacher_min_score"]
+    return f"student threshold {calibrated:g} (calibrated; teacher {teacher:g})"
 
 
 def _format_summary(summary: dict) -> str:
@@ -385,6 +405,7 @@ def _format_summary(summary: dict) -> str:
     return (
         f"done ({summary['stopped']}): {summary['steps']} steps, {summary['epochs']:.2f} epochs; "
         f"best {', '.join(f'{k} {v:.4f}' for k, v in summary['best'].items())}; "
+        f"{_threshold_note(summary)}; "
         f"{tp['images_per_s']:.1f} images/s, {100 * tp['data_wait_share']:.1f}% of step time waiting for data, "
         f"{100 * tp['teacher_share']:.1f}% in the teacher; run folder {summary['run']}"
     )

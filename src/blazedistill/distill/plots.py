@@ -43,10 +43,13 @@ def plot_curves(rows: list[dict], curve: list[list[float]], out: str | Path) -> 
     plt.close(fig)
 
 
-def draw_side_by_side(teacher: nn.Module, student: nn.Module, images: list, out_dir: str | Path) -> list[Path]:
+def draw_side_by_side(
+    teacher: nn.Module, student: nn.Module, images: list, out_dir: str | Path, student_min_score: float | None = None
+) -> list[Path]:
     """teacher | student detections on each (name, image source) pair, as out_dir/NNN_name.jpg; returns the files.
 
-    Each model runs at its own threshold (its spec's min_score), as `blazedistill detect` would.
+    Each model runs at its own threshold (its spec's min_score, or `student_min_score`), as `blazedistill
+    detect` would; the captions name the thresholds.
     """
     from blazedistill.detector import Detector
     from blazedistill.draw import draw_detections
@@ -54,14 +57,15 @@ def draw_side_by_side(teacher: nn.Module, student: nn.Module, images: list, out_
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    teacher_detector, student_detector = Detector(teacher), Detector(student)
+    teacher_detector, student_detector = Detector(teacher), Detector(student, min_score=student_min_score)
+    captions = f"teacher @{teacher_detector.min_score:g}", f"student @{student_detector.min_score:g}"
     written = []
     for i, (name, source) in enumerate(images):
         image = _shrink(load_image(source))
         left = draw_detections(image, teacher_detector.detect(image))
         right = draw_detections(image, student_detector.detect(image))
         path = out_dir / f"{i:03d}_{Path(str(name)).stem[:60]}.jpg"
-        _caption(_hconcat(left, right), "teacher", "student").save(path, quality=88)
+        _caption(_hconcat(left, right), *captions).save(path, quality=88)
         written.append(path)
     return written
 

@@ -7,7 +7,9 @@
   the share where the student's probability is on the same side, and the mean |p_student - p_teacher|;
 - detection agreement: the teacher's detections (its threshold, weighted NMS) are the ground truth, the
   student's detections at a low threshold are the predictions: AP at IoU 0.5, and precision, recall and
-  mean IoU of matched boxes at the student's operating threshold (the spec's min_score).
+  mean IoU of matched boxes at the student's operating threshold (the spec's min_score);
+- the calibrated threshold: the highest student score threshold whose F1 against the teacher's
+  detections is within 0.005 of the best (a student's scores need not sit where the teacher's do).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from blazedistill.anchors import generate_anchors
 from blazedistill.decode import SCORE_CLIP, decode_boxes, decode_scores, valid_detections
 from blazedistill.distill.config import ValConfig
-from blazedistill.evaluation.metrics import detection_agreement
+from blazedistill.evaluation.metrics import best_f1_threshold, detection_agreement, match_detections
 from blazedistill.nms import batched_weighted_nms
 
 #: detection-agreement results copied into the validation row
@@ -73,6 +75,7 @@ def validate(
         raise ValueError("the validation set is empty")
 
     agreement = detection_agreement(predictions, references, score_threshold=spec.min_score, iou_threshold=cfg.iou)
+    calibrated, f1_calibrated = best_f1_threshold(match_detections(predictions, references, (cfg.iou,)))
     return {
         "val_loss": sums["loss"] / images,
         "mae_regressors": sums["reg"] / images,
@@ -80,6 +83,8 @@ def validate(
         "score_agreement": sums["agree"] / positives if positives else float("nan"),
         "score_abs_diff": sums["prob_diff"] / positives if positives else float("nan"),
         **{key: float(agreement[key]) for key in AGREEMENT_KEYS},
+        "calibrated_min_score": calibrated,
+        "f1_calibrated": f1_calibrated,
         "teacher_faces": int(agreement["num_references"]),
         "student_faces": int(agreement["num_predictions"]),
     }

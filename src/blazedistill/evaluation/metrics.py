@@ -310,6 +310,25 @@ def precision_recall_f1(match: MatchResult, score_threshold: float = 0.0, t: int
     return precision, recall, f1
 
 
+def best_f1_threshold(match: MatchResult, tolerance: float = 0.005, t: int = 0) -> tuple[float, float]:
+    """(score threshold, F1): the highest threshold whose F1 is within `tolerance` of the best F1.
+
+    Candidates are the predictions' own scores (the last of each run of equal scores); the highest
+    near-best threshold is the most conservative operating point. (nan, nan) without predictions or
+    ground truth.
+    """
+    keep = ~match.ignored[t]
+    tp, scores = match.true_positive[t][keep], match.scores[keep]
+    if len(scores) == 0 or match.num_positives == 0:
+        return float("nan"), float("nan")
+    tp_sum = np.cumsum(tp)
+    f1 = 2 * tp_sum / (np.arange(1, len(tp) + 1) + match.num_positives)  # 2TP / (2TP + FP + FN)
+    last_of_tie = np.append(scores[1:] != scores[:-1], True)
+    f1 = np.where(last_of_tie, f1, -1.0)
+    best = int(np.flatnonzero(f1 >= f1.max() - tolerance)[0])
+    return float(scores[best]), float(f1[best])
+
+
 def mean_matched_iou(match: MatchResult, score_threshold: float = 0.0, t: int = 0) -> float:
     """Mean IoU of the true-positive pairs with score >= score_threshold (NaN when there are none)."""
     keep = (match.scores >= score_threshold) & match.true_positive[t]
