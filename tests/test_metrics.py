@@ -376,3 +376,5 @@ def test_best_f1_threshold_is_the_highest_near_best_operating_point():
     threshold, f1 = best_f1_threshold(match, tolerance=0.2)  # 2/3 is within 0.2 of 0.8: the higher cut wins
     assert threshold == 0.9 and f1 == pytest.approx(2 / 3)
     assert all(np.isnan(best_f1_threshold(match_detections([{"boxes": [], "scores": []}], gt))))
+    all_wrong = [{"boxes": [[20, 20, 30, 30]], "scores": [0.7]}]
+    assert all(np.isnan(best_f1_threshold(match_detections(all_wrong, gt))))  # no true positive: no calibration

@@ -314,8 +314,8 @@ def best_f1_threshold(match: MatchResult, tolerance: float = 0.005, t: int = 0) 
     """(score threshold, F1): the highest threshold whose F1 is within `tolerance` of the best F1.
 
     Candidates are the predictions' own scores (the last of each run of equal scores); the highest
-    near-best threshold is the most conservative operating point. (nan, nan) without predictions or
-    ground truth.
+    near-best threshold is the most conservative operating point. (nan, nan) without predictions,
+    ground truth or any true positive (no threshold is better than another then).
     """
     keep = ~match.ignored[t]
     tp, scores = match.true_positive[t][keep], match.scores[keep]
@@ -325,6 +325,8 @@ def best_f1_threshold(match: MatchResult, tolerance: float = 0.005, t: int = 0) 
     f1 = 2 * tp_sum / (np.arange(1, len(tp) + 1) + match.num_positives)  # 2TP / (2TP + FP + FN)
     last_of_tie = np.append(scores[1:] != scores[:-1], True)
     f1 = np.where(last_of_tie, f1, -1.0)
+    if f1.max() <= 0:
+        return float("nan"), float("nan")
     best = int(np.flatnonzero(f1 >= f1.max() - tolerance)[0])
     return float(scores[best]), float(f1[best])
 
