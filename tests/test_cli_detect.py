@@ -117,3 +117,10 @@ def test_console_entry_point(grace_hopper):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)[0]["detections"]) == 1
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:x"])
+def test_bad_device_is_a_usage_error(grace_hopper, capsys, device):
+    assert main(["detect", str(grace_hopper), "--device", device]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --device") and device in line

@@ -91,3 +91,24 @@ def test_saved_config_is_plain_yaml(tmp_path):
     save_config(RunConfig(), tmp_path / "config.yaml")
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert set(data) == {"model", "data", "loss", "optim", "train", "val"}
+
+
+def test_bad_or_unavailable_device_is_a_value_error():
+    import torch
+
+    from blazedistill.distill.runtime import pick_device
+
+    with pytest.raises(ValueError, match="--device bogus: not a torch device"):
+        pick_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_distill_cli_reports_a_bad_device_in_one_line(capsys):
+    from blazedistill.cli.main import main
+
+    assert main(["distill", "--device", "bogus", "--max-steps", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("blazedistill distill: error: --device bogus")

@@ -151,6 +151,14 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
+    if args.device is not None:
+        from blazedistill.distill.runtime import pick_device
+
+        try:
+            pick_device(args.device)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     detector = Detector(model, min_score=args.min_score, device=args.device)
     failed = len(problems)
     for line in problems:

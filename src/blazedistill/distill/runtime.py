@@ -34,16 +34,24 @@ class Processes:
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` picks cuda (this process's GPU under torchrun), then mps, then cpu; anything else is used as given."""
+    """`auto` picks cuda (this process's GPU under torchrun), then mps, then cpu; anything else is used as given.
+
+    Raises ValueError (naming the flag) for a string torch cannot parse or a backend this machine lacks."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {name}: not a torch device (try auto, cpu, cuda, cuda:1, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine")
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device
