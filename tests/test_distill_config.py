@@ -112,3 +112,37 @@ def test_distill_cli_reports_a_bad_device_in_one_line(capsys):
     assert main(["distill", "--device", "bogus", "--max-steps", "1"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("blazedistill distill: error: --device bogus")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-steps", "0"], "train.max_steps must be >= 1"),
+        (["--max-steps", "-5"], "train.max_steps must be >= 1"),
+        (["--epochs", "0"], "train.epochs must be >= 1"),
+        (["--batch-size", "0"], "train.batch_size must be >= 1"),
+        (["--time-limit", "-1"], "train.time_limit must be > 0"),
+        (["--ema", "1.5"], "optim.ema_decay must be in"),
+        (["--lr", "-1"], "optim.lr must be >= 0"),
+        (["--workers", "-1"], "data.workers must be >= 0"),
+        (["--set", "optim.betas=[0.9]"], "optim.betas must be two numbers"),
+    ],
+)
+def test_out_of_range_values_are_refused_before_training(tmp_path, capsys, argv, message):
+    from blazedistill.cli.main import main
+
+    assert main(["distill", "--out", str(tmp_path / "run"), *argv]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_with_invalid_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match="--set train.batch_size: '\\[' is not a valid YAML value"):
+        distill_cli.resolve_config(parse(["--set", "train.batch_size=["]))
+
+
+def test_resume_of_a_missing_run_names_it(tmp_path):
+    missing = tmp_path / "runs" / "nope"
+    with pytest.raises(ConfigError, match=f"--resume {missing}: no such run folder or checkpoint"):
+        distill_cli.resolve_config(parse(["--resume", str(missing)]))

@@ -137,7 +137,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        cfg.set(key.strip(), yaml.safe_load(text), source=f"--set {key.strip()}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: {text!r} is not a valid YAML value ({_first_line(exc)})") from None
+        cfg.set(key.strip(), value, source=f"--set {key.strip()}")
     return cfg
 
 
@@ -160,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _run_dir(path: str) -> Path:
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--resume {path}: no such run folder or checkpoint")
     return path if path.is_dir() else path.parent

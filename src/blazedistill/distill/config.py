@@ -109,6 +109,32 @@ class RunConfig:
         setattr(section, key, _coerce(value, str(annotation), dotted, source))
 
 
+    def validate(self) -> None:
+        """Refuse values of the right type but outside their range (ConfigError naming the key)."""
+
+        def check(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                section, _, name = key.partition(".")
+                value = getattr(getattr(self, section), name)
+                raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+        t, o, d = self.train, self.optim, self.data
+        check(t.epochs >= 1, "train.epochs", ">= 1")
+        check(t.batch_size >= 1, "train.batch_size", ">= 1")
+        check(t.max_steps is None or t.max_steps >= 1, "train.max_steps", ">= 1 (or null for no limit)")
+        check(t.time_limit is None or t.time_limit > 0, "train.time_limit", "> 0 minutes (or null)")
+        check(t.threads is None or t.threads >= 1, "train.threads", ">= 1 (or null)")
+        check(t.val_every_steps is None or t.val_every_steps >= 1, "train.val_every_steps", ">= 1 (or null)")
+        check(d.workers >= 0, "data.workers", ">= 0")
+        check(o.lr >= 0, "optim.lr", ">= 0")
+        check(o.ema_decay is None or 0 < o.ema_decay < 1, "optim.ema_decay", "in (0, 1) (or null for no EMA)")
+        check(
+            len(o.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas),
+            "optim.betas",
+            "two numbers in [0, 1)",
+        )
+
+
 def known_keys() -> list[str]:
     """Every dotted config key."""
     cfg = RunConfig()

@@ -76,6 +76,7 @@ def train(
     Under torchrun every process calls this; only the main process writes files. `stop_after_epoch`
     pauses the run after that many epochs (the run folder stays resumable).
     """
+    cfg.validate()
     procs = init_processes(cfg.train.device)
     try:
         return _train(cfg, parts, procs, resume, stop_after_epoch)
