@@ -81,6 +81,10 @@ def test_missing_corrupt_and_foreign_files_are_named(tmp_path):
     corrupt.write_bytes(b"\x80\x04 definitely not a checkpoint")
     with pytest.raises(ckpt.CheckpointError, match="corrupt.pt: not a readable PyTorch checkpoint"):
         ckpt.load_student(corrupt)
+    text = tmp_path / "text.pt"
+    text.write_text("hello\n")  # the weights-only unpickler raises KeyError on these bytes
+    with pytest.raises(ckpt.CheckpointError, match="text.pt: not a readable PyTorch checkpoint"):
+        ckpt.load_student(text)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ckpt.CheckpointError, match="foreign.pt: not a blazedistill checkpoint"):

@@ -46,8 +46,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, LookupError) as exc:
+        # LookupError: the weights-only unpickler's KeyError/IndexError on arbitrary bytes (e.g. a text file)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = "unexpected pickle data" if isinstance(exc, LookupError) else reason
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         tag = state.get("format") if isinstance(state, dict) else type(state).__name__
