@@ -105,3 +105,14 @@ def test_cli_bench_usage_errors(capsys):
     assert "unknown backend or mode cuda" in capsys.readouterr().err
     assert main(["bench", "--model", "nobody", "--backend", "torch", "--repeats", "1"]) == 2
     assert "unknown model 'nobody'" in capsys.readouterr().err
+
+
+def test_cli_bench_refuses_an_unwritable_json_before_timing(tmp_path, capsys):
+    from blazedistill.cli.main import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    argv = ["bench", "--model", "front", "--backend", "torch", "--batch", "1", "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--mode", "model", "--json", str(blocker / "x.json")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --json {blocker / 'x.json'}: cannot create")

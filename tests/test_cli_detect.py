@@ -124,3 +124,33 @@ def test_bad_device_is_a_usage_error(grace_hopper, capsys, device):
     assert main(["detect", str(grace_hopper), "--device", device]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --device") and device in line
+
+
+def test_json_never_overwrites_an_input_and_bad_targets_fail_fast(grace_hopper, tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(grace_hopper, photo)
+    before = photo.read_bytes()
+    assert main(["detect", str(photo), "--json", str(photo)]) == 2
+    assert "--json" in capsys.readouterr().err and photo.read_bytes() == before
+    assert main(["detect", str(photo), "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert main(["detect", str(photo), "--out", str(blocker / "out")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --out {blocker / 'out'}: cannot create")
+    assert main(["detect", str(photo), "--json", str(blocker / "x.json")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: --json {blocker / 'x.json'}: cannot create")
+
+
+def test_json_write_failure_after_the_run_is_one_line(grace_hopper, tmp_path, capsys, monkeypatch):
+    from blazedistill.cli import detect as detect_cli
+
+    def refuse(records, target):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(detect_cli, "_write_json", refuse)
+    assert main(["detect", str(grace_hopper), "--json", str(tmp_path / "r.json")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: --json {tmp_path / 'r.json'}: cannot write (Permission denied)"

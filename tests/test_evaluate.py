@@ -145,3 +145,22 @@ def test_teachers_on_real_dlib_ground_truth(shared_data, front, back):
     # shrink to 9-28 px at 128 input, below what the selfie model finds)
     assert gt["model"]["ap50"] > 0.9 and gt["model"]["recall"] > 0.9
     assert gt["reference"]["ap50"] < 0.5
+
+
+def test_cli_output_paths_are_checked_before_the_work(tmp_path, grace_hopper, capsys):
+    import shutil
+
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(grace_hopper, photo)
+    before = photo.read_bytes()
+    assert main(["evaluate", "--model", "front", "--data", str(photo), "--json", str(photo)]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err and photo.read_bytes() == before
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert main(["evaluate", "--model", "front", "--data", str(photo), "--out", str(blocker / "o")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"blazedistill evaluate: error: --out {blocker / 'o'}: cannot create")
+    empty = tmp_path / "empty.xml"
+    empty.write_text("<dataset><images></images></dataset>")
+    assert main(["evaluate", "--model", "front", "--annotations", str(empty)]) == 2
+    assert f"no images found in {empty} (it lists none)" in capsys.readouterr().err

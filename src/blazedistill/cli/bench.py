@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from blazedistill.cli.outputs import output_file_problem
+
 
 def _batches(text: str) -> list[int]:
     from blazedistill.bench import parse_batches
@@ -72,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = output_file_problem(args.json, "--json", [args.image.resolve()] if args.image else [])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         result = benchmark(
             args.model,
@@ -97,5 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from blazedistill.jsonsafe import json_safe
 
-        Path(args.json).write_text(json.dumps(json_safe(result.to_dict()), indent=2, allow_nan=False) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(json_safe(result.to_dict()), indent=2, allow_nan=False) + "\n")
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            return 1
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blazedistill.cli.outputs import output_dir_problem, output_file_problem
 from blazedistill.imageio import IMAGE_SUFFIXES, ImageLoadError, list_images, load_image
 
 PROGRESS_MIN_FILES = 10
@@ -146,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
         if item.out is not None and item.out.resolve() in inputs:
             print(f"error: --out {args.out} would overwrite the input {item.path}", file=sys.stderr)
             return 2
+    problem = output_file_problem(args.json, "--json", inputs) or output_dir_problem(args.out, "--out")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.model, model_file=args.model_file)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
@@ -221,8 +226,13 @@ def run(args: argparse.Namespace) -> int:
                 failed += not _finish_save(*saves.popleft())
         while saves:
             failed += not _finish_save(*saves.popleft())
+    json_failed = False
     if args.json:
-        _write_json(records, args.json)
+        try:
+            _write_json(records, args.json)
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            json_failed = True
     if failed:
         print(f"{failed} input(s) failed; {len(records)} of {len(items)} images processed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or json_failed else 0

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from blazedistill.cli.detect import _positive_int, _probability  # shared argument types
+from blazedistill.cli.outputs import output_dir_problem, output_file_problem
 from blazedistill.specs import TEACHER_SPECS
 
 
@@ -86,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc).strip().splitlines()[0])
     paths, failures = list_images(args.data) if args.data else (sorted(truth), [])
     if not paths:
-        return _fail("no images found in " + " ".join(args.data))
+        where = " ".join(args.data) if args.data else f"{args.annotations} (it lists none)"
+        return _fail("no images found in " + where)
+    inputs = {Path(p).resolve() for p in paths}
+    problem = output_file_problem(args.json, "--json", inputs) or output_dir_problem(args.out, "--out")
+    if problem:
+        return _fail(problem)
     model_det = Detector(model, min_score=args.min_score)
     reference_det = Detector(reference, min_score=args.reference_min_score)
     result = evaluate(model_det, reference_det, paths, truth, args.model, reference_arg, args.batch_size)
@@ -101,10 +107,23 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
+            try:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(text + "\n")
+            except OSError as exc:
+                print(
+                    f"blazedistill evaluate: error: --json {args.json}: cannot write ({exc.strerror or exc})",
+                    file=sys.stderr,
+                )
+                return 1
     if args.out is not None:
-        written = [plot_precision_recall(result, args.out / "pr_curve.png")]
-        written += save_worst_pictures(result, args.out, args.worst)
+        try:
+            written = [plot_precision_recall(result, args.out / "pr_curve.png")]
+            written += save_worst_pictures(result, args.out, args.worst)
+        except OSError as exc:
+            print(
+                f"blazedistill evaluate: error: --out {args.out}: cannot write ({exc.strerror or exc})", file=sys.stderr
+            )
+            return 1
         print(f"wrote {len(written)} files to {args.out}", file=table_stream)
     return 1 if result.failures else 0
