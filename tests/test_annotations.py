@@ -173,6 +173,17 @@ def test_coco_json_errors(tmp_path, categories, anns, message):
         read_coco_json(_coco(tmp_path, categories, anns))
 
 
+def test_coco_json_image_listed_twice_is_an_error_not_a_silent_overwrite(tmp_path):
+    path = tmp_path / "dup.json"
+    images = [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "x.jpg"}]
+    path.write_text(json.dumps({"images": images, "annotations": [{"image_id": 1, "bbox": [1, 2, 3, 4]}]}))
+    with pytest.raises(AnnotationError, match=r"images\[1\]: image 'x.jpg' is listed twice \(also images\[0\]\)"):
+        read_coco_json(path)
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.jpg"}, {"id": 1, "file_name": "y.jpg"}]}))
+    with pytest.raises(AnnotationError, match=r"images\[1\]: image id 1 is listed twice"):
+        read_coco_json(path)
+
+
 def test_coco_json_malformed_and_missing(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"images": [\n{"id": 1,}\n]}')

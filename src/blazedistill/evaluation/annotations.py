@@ -213,9 +213,18 @@ def read_coco_json(
     keep = _face_categories(path, [c for _, c in _records(path, data, "categories")], category)
     base = Path(images_root) if images_root is not None else path.parent
     names: dict = {}
+    seen: dict[Path, int] = {}
     for i, image in _records(path, data, "images"):
         if "id" not in image or not isinstance(image.get("file_name"), str):
             raise AnnotationError(f"{path}: images[{i}]: needs 'id' and 'file_name'")
+        if image["id"] in names:
+            raise AnnotationError(f"{path}: images[{i}]: image id {image['id']!r} is listed twice")
+        key = _image_path(base, image["file_name"])
+        if key in seen:
+            raise AnnotationError(
+                f"{path}: images[{i}]: image {image['file_name']!r} is listed twice (also images[{seen[key]}])"
+            )
+        seen[key] = i
         names[image["id"]] = image["file_name"]
     boxes: dict = {k: [] for k in names}
     ignore: dict = {k: [] for k in names}
