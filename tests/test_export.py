@@ -339,3 +339,15 @@ def test_torchscript_without_metadata_or_unreadable_is_refused(tmp_path):
     (tmp_path / "junk.torchscript").write_bytes(b"junk")
     with pytest.raises(ExportedModelError, match=r"junk\.torchscript: not a TorchScript archive"):
         TorchScriptModel(tmp_path / "junk.torchscript")
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_cli_export_refuses_a_tolerance_that_cannot_bound_anything(tmp_path, capsys, value):
+    from blazedistill.cli.main import main
+
+    argv = ["export", "--model", "front", "--format", "onnx", "--out", str(tmp_path / "f.onnx")]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, f"--tolerance={value}"])
+    assert info.value.code == 2
+    assert "--tolerance: must be a finite number >= 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
