@@ -71,6 +71,16 @@ def test_json_file_and_clean_run(grace_hopper, tmp_path, capsys):
     assert record["image"] == str(grace_hopper) and len(record["detections"]) == 1
 
 
+def test_without_json_or_out_the_detections_are_printed(grace_hopper, capsys):
+    assert main(["detect", str(grace_hopper), "--model", "front"]) == 0
+    captured = capsys.readouterr()
+    line = captured.out.strip()
+    assert line.startswith(f"{grace_hopper}: 1 face(s): 0.") and line.count("[") == 1
+    box = [int(v) for v in line.split("[")[1].rstrip("]").split(", ")]
+    assert box[0] < box[2] and box[1] < box[3]  # a real box in pixels
+    assert "1 image(s), 1 face(s)" in captured.err
+
+
 def test_missing_path_still_processes_the_rest(grace_hopper, tmp_path, capsys):
     status = main(["detect", str(tmp_path / "nope.jpg"), str(grace_hopper), "--json", "-"])
     captured = capsys.readouterr()
@@ -152,5 +162,6 @@ def test_json_write_failure_after_the_run_is_one_line(grace_hopper, tmp_path, ca
 
     monkeypatch.setattr(detect_cli, "_write_json", refuse)
     assert main(["detect", str(grace_hopper), "--json", str(tmp_path / "r.json")]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    line, summary = capsys.readouterr().err.strip().splitlines()
     assert line == f"error: --json {tmp_path / 'r.json'}: cannot write (Permission denied)"
+    assert summary == "1 image(s), 1 face(s)"

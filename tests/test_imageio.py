@@ -118,6 +118,11 @@ def test_thirty_two_bit_integer_mode():
         load_image(Image.fromarray(np.array([[0, 70000]], np.int32), "I"))
 
 
+def test_thirty_two_bit_tiff_holding_eight_bit_values_is_not_darkened(tmp_path):
+    Image.fromarray(np.array([[0, 100, 255]], np.int32), "I").save(tmp_path / "i32.tif")
+    assert load_image(tmp_path / "i32.tif")[0, :, 0].tolist() == [0, 100, 255]
+
+
 def test_float_tiff_in_both_ranges(tmp_path):
     unit = np.array([[0.0, 0.5, 1.0]], np.float32)
     Image.fromarray(unit, "F").save(tmp_path / "unit.tif")

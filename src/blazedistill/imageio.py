@@ -3,7 +3,8 @@
 Conventions (documented contract of `load_image`):
 - EXIF orientation is applied; alpha is dropped (not composited); palette, grayscale, CMYK, YCbCr and
   LAB images are converted to RGB.
-- 16-bit images (PIL modes ``I;16*``, ``I``; numpy ``uint16``) are scaled by 255/65535, never clipped.
+- 16-bit images (PIL modes ``I;16*``, ``I``; numpy ``uint16``) are scaled by 255/65535, never clipped;
+  a 32-bit integer image (mode ``I``) whose values all lie in 0..255 is taken as 8-bit data.
 - Float images (PIL mode ``F``, numpy float arrays) are read as [0, 1] when every value lies in [0, 1],
   else as [0, 255]; NaN/inf or values outside [0, 255] are refused.
 - Other integer arrays must hold values in [0, 255].
@@ -86,7 +87,9 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
         gray = np.asarray(img).astype(np.int64)
         if gray.min() < 0 or gray.max() > 65535:
             raise ValueError(f"mode {mode} values span [{gray.min()}, {gray.max()}]; expected 16-bit [0, 65535]")
-        gray = np.rint(gray * (255.0 / 65535.0)).astype(np.uint8)
+        if mode != "I" or gray.max() > 255:  # 32-bit "I" holding 0..255 (e.g. some TIFFs) is 8-bit data
+            gray = np.rint(gray * (255.0 / 65535.0))
+        gray = gray.astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
         gray = _float_to_uint8(np.asarray(img))

@@ -233,6 +233,17 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
             json_failed = True
+    if not args.json and not args.out:  # nothing written: show the detections
+        for record in records:
+            print(_summary_line(record))
+    faces = sum(len(record["detections"]) for record in records)
+    print(f"{len(records)} image(s), {faces} face(s)", file=sys.stderr)
     if failed:
         print(f"{failed} input(s) failed; {len(records)} of {len(items)} images processed", file=sys.stderr)
     return 1 if failed or json_failed else 0
+
+
+def _summary_line(record: dict) -> str:
+    """'path: N face(s): score [xmin, ymin, xmax, ymax], ...' with boxes in whole pixels."""
+    faces = ", ".join(f"{d['score']:.3f} [{', '.join(str(round(v)) for v in d['box'])}]" for d in record["detections"])
+    return f"{record['image']}: {len(record['detections'])} face(s)" + (f": {faces}" if faces else "")
