@@ -164,3 +164,25 @@ def test_cli_output_paths_are_checked_before_the_work(tmp_path, grace_hopper, ca
     empty.write_text("<dataset><images></images></dataset>")
     assert main(["evaluate", "--model", "front", "--annotations", str(empty)]) == 2
     assert f"no images found in {empty} (it lists none)" in capsys.readouterr().err
+
+
+def test_cli_coco_category_picks_the_face_class(tmp_path, grace_hopper, capsys):
+    face = Detector(load_model("front")).detect(grace_hopper)[0]
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    coco = {
+        "images": [{"id": 1, "file_name": grace_hopper.name}],
+        "categories": [{"id": 3, "name": "head"}, {"id": 4, "name": "hand"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [x0, y0, x1 - x0, y1 - y0]},
+            {"id": 2, "image_id": 1, "category_id": 4, "bbox": [0, 0, 20, 20]},
+        ],
+    }
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(coco))
+    args = ["evaluate", "--model", "front", "--annotations", str(path), "--images-root", str(grace_hopper.parent)]
+    assert main(args) == 2
+    assert "--category on the command line" in capsys.readouterr().err
+    assert main([*args, "--category", "head", "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ground_truth"]["faces"] == 1 and report["ground_truth"]["model"]["ap50"] == 1.0
+    assert main([*args, "--category", "3", "--json", str(tmp_path / "r3.json")]) == 0

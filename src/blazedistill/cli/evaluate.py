@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", default=[], metavar="SRC", help="image files and folders")
     p.add_argument("--annotations", type=Path, metavar="FILE", help="ground truth (default images: all it lists)")
     p.add_argument("--format", choices=FORMATS, help="annotation format (default: from the file suffix)")
+    p.add_argument("--category", help="COCO category (name or id) holding the faces, for files with several")
     p.add_argument("--images-root", type=Path, help="folder the annotation's image names are relative to")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON to FILE ('-' = stdout)")
     p.add_argument("--out", type=Path, metavar="DIR", help="write pr_curve.png and worst-disagreement pictures")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         truth = None
         if args.annotations is not None:
-            truth = read_annotations(args.annotations, args.format, args.images_root)
+            truth = read_annotations(args.annotations, args.format, args.images_root, _category(args.category))
         model = load_model(args.model)
         reference_arg = args.reference or default_reference(args.model, model)
         reference = model if reference_arg == args.model else load_model(reference_arg)
@@ -127,3 +128,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"wrote {len(written)} files to {args.out}", file=table_stream)
     return 1 if result.failures else 0
+
+
+def _category(value: str | None) -> str | int | None:
+    """A COCO category from the command line: digits are an id, anything else a name."""
+    return int(value) if value is not None and value.isdigit() else value

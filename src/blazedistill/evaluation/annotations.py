@@ -185,7 +185,9 @@ def _face_categories(path: Path, categories: list[dict], category: str | int | N
     if len(ids) == 1:
         return ids
     names = ", ".join(str(c.get("name")) for c in categories)
-    raise AnnotationError(f"{path}: no 'face' category among {names}: choose one with category=")
+    raise AnnotationError(
+        f"{path}: no 'face' category among {names}: choose one with category= (--category on the command line)"
+    )
 
 
 def _records(path: Path, data: dict, key: str) -> Iterator[tuple[int, dict]]:
@@ -256,11 +258,21 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_annotations(
-    path: str | Path, format: str | None = None, images_root: str | Path | None = None
+    path: str | Path,
+    format: str | None = None,
+    images_root: str | Path | None = None,
+    category: str | int | None = None,
 ) -> dict[Path, GroundTruth]:
-    """Read any supported annotation file; ``format`` defaults to a guess from the file name."""
+    """Read any supported annotation file; ``format`` defaults to a guess from the file name.
+
+    ``category`` (a COCO category name or id) picks the face class of a COCO file with several.
+    """
     format = format or guess_format(path)
     readers = {"dlib": read_dlib_xml, "wider": read_wider_txt, "coco": read_coco_json}
     if format not in readers:
         raise AnnotationError(f"{path}: unknown annotation format {format!r}; known: {', '.join(FORMATS)}")
+    if category is not None:
+        if format != "coco":
+            raise AnnotationError(f"{path}: a category applies to COCO files only (this is {format})")
+        return read_coco_json(path, images_root, category)
     return readers[format](path, images_root)
