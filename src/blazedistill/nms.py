@@ -62,12 +62,25 @@ def weighted_nms(
     owner = torch.from_numpy(cluster_assignments(overlap.cpu().numpy())).to(detections.device)
     tops = torch.unique(owner)  # sorted, so still in descending score order
     slot = torch.searchsorted(tops, owner)  # cluster number of every row
-    weights = scores.to(detections.dtype)
-    total = detections.new_zeros(len(tops), 1).index_add_(0, slot, weights[:, None])
-    summed = detections.new_zeros(len(tops), detections.shape[1]).index_add_(0, slot, detections * weights[:, None])
+    total, summed = _cluster_sums(detections, scores.to(detections.dtype), slot, len(tops))
     means = summed / total.clamp(min=torch.finfo(total.dtype).tiny)
     means = torch.where(total > 0, means, detections[tops])  # all-zero scores: keep the top's row
     return means, scores[tops]
+
+
+def _cluster_sums(
+    detections: torch.Tensor, weights: torch.Tensor, slot: torch.Tensor, clusters: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, 1) sum of weights and (K, D) weighted sum of rows per cluster (`slot` = each row's cluster)."""
+    if bool(torch.isfinite(detections).all()):
+        # a (K, M) matrix of each row's weight in its cluster's line and one small matmul: index_add_ on these
+        # few rows wakes torch's thread pool, which costs milliseconds when another runtime holds the cores
+        lines = torch.arange(clusters, device=slot.device)[:, None]
+        membership = torch.where(slot[None, :] == lines, weights[None, :], 0.0)
+        return membership.sum(dim=1, keepdim=True), membership @ detections
+    # non-finite rows: 0 * NaN would leak into every cluster through the matmul; index_add_ keeps them apart
+    total = detections.new_zeros(clusters, 1).index_add_(0, slot, weights[:, None])
+    return total, detections.new_zeros(clusters, detections.shape[1]).index_add_(0, slot, detections * weights[:, None])
 
 
 def batched_weighted_nms(
