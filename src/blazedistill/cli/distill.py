@@ -36,7 +36,7 @@ FLAG_KEYS = {
 }
 
 EXAMPLES = """examples:
-  blazedistill distill                                   # the built-in demo (a few minutes on a laptop CPU)
+  blazedistill distill                                   # the built-in demo (about a minute on a 2-core CPU)
   blazedistill distill --data 'utkface/utkface-{00000..00003}.tar' --val utkface/utkface-00004.tar \\
       --val-size 500 --epochs 4 --out runs/utk
   blazedistill distill --resume runs/utk                 # continue an interrupted run
