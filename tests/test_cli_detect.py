@@ -85,6 +85,7 @@ def test_missing_path_still_processes_the_rest(grace_hopper, tmp_path, capsys):
     status = main(["detect", str(tmp_path / "nope.jpg"), str(grace_hopper), "--json", "-"])
     captured = capsys.readouterr()
     assert status == 1 and "nope.jpg: no such file or directory" in captured.err
+    assert "1 input(s) failed; 1 of 2 inputs processed" in captured.err  # the missing path counts
     assert len(json.loads(captured.out)) == 1
 
 

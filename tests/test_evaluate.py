@@ -186,3 +186,9 @@ def test_cli_coco_category_picks_the_face_class(tmp_path, grace_hopper, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ground_truth"]["faces"] == 1 and report["ground_truth"]["model"]["ap50"] == 1.0
     assert main([*args, "--category", "3", "--json", str(tmp_path / "r3.json")]) == 0
+
+
+def test_cli_refuses_a_negative_worst_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", "front", "--data", "x.jpg", "--worst", "-3"])
+    assert exit_info.value.code == 2 and "must be >= 0, got -3" in capsys.readouterr().err

@@ -251,3 +251,14 @@ def test_list_images(tmp_path):
     assert problems == [f"{tmp_path / 'missing'}: no such file or directory"]
     flat, _ = list_images([tmp_path], recursive=False)
     assert [p.name for p in flat] == ["a.png", "b.JPG", "f.jpeg"]
+
+
+def test_image_past_the_decompression_warning_size_loads_without_a_warning(tmp_path):
+    import warnings
+
+    side = int((Image.MAX_IMAGE_PIXELS + 1) ** 0.5) + 1  # just past Pillow's warning size, under its limit
+    Image.new("RGB", (side, side), (90, 120, 150)).save(tmp_path / "big.jpg", quality=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = load_image(tmp_path / "big.jpg")
+    assert image.shape[2] == 3 and image[0, 0].tolist() == pytest.approx([90, 120, 150], abs=3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,9 @@ def _open_file(path: Path, min_size: int | None) -> LoadedImage:
     if path.stat().st_size == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # past Pillow's warning size, but under its limit: fine to load
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not a recognised image format") from None
     except PermissionError:

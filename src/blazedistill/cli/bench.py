@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from blazedistill.cli.argtypes import positive_int
 from blazedistill.cli.outputs import output_file_problem
 
 
@@ -20,13 +21,6 @@ def _batches(text: str) -> list[int]:
         return parse_batches(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated backends (default {','.join(DEFAULT_BACKENDS)})",
     )
     p.add_argument("--batch", type=_batches, default=[1, 32], help="comma-separated batch sizes (default 1,32)")
-    p.add_argument("--threads", type=_positive_int, help="threads for every backend (default: torch's default)")
-    p.add_argument("--repeats", type=_positive_int, default=20, help="timed calls per row (default 20)")
+    p.add_argument("--threads", type=positive_int, help="threads for every backend (default: torch's default)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed calls per row (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per row first (default 3)")
     p.add_argument("--mode", default=",".join(MODES), help=f"comma-separated modes (default {','.join(MODES)})")
     p.add_argument("--image", type=Path, help="photo to use (default: matplotlib's grace_hopper.jpg)")

@@ -17,24 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from blazedistill.cli.argtypes import positive_int, probability
 from blazedistill.cli.outputs import output_dir_problem, output_file_problem
 from blazedistill.imageio import IMAGE_SUFFIXES, ImageLoadError, list_images, load_image
 
 PROGRESS_MIN_FILES = 10
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,11 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(.pt) or an exported model (.onnx, .torchscript, .tflite); default: front",
     )
     p.add_argument("--model-file", type=Path, help="use this .tflite file for the named teacher")
-    p.add_argument("--min-score", type=_probability, help="score threshold (default: the model's own)")
+    p.add_argument("--min-score", type=probability, help="score threshold (default: the model's own)")
     p.add_argument("--out", type=Path, help="write annotated copies here (same relative names)")
     p.add_argument("--json", metavar="FILE", help="write detections as JSON to FILE ('-' = stdout)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
-    p.add_argument("--workers", type=_positive_int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
+    p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -239,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     faces = sum(len(record["detections"]) for record in records)
     print(f"{len(records)} image(s), {faces} face(s)", file=sys.stderr)
     if failed:
-        print(f"{failed} input(s) failed; {len(records)} of {len(items)} images processed", file=sys.stderr)
+        given = len(items) + len(problems)  # images found, plus paths that named none
+        print(f"{failed} input(s) failed; {len(records)} of {given} inputs processed", file=sys.stderr)
     return 1 if failed or json_failed else 0
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from blazedistill.cli.detect import _positive_int, _probability  # shared argument types
+from blazedistill.cli.argtypes import non_negative_int, positive_int, probability
 from blazedistill.cli.outputs import output_dir_problem, output_file_problem
 from blazedistill.specs import TEACHER_SPECS
 
@@ -38,10 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images-root", type=Path, help="folder the annotation's image names are relative to")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON to FILE ('-' = stdout)")
     p.add_argument("--out", type=Path, metavar="DIR", help="write pr_curve.png and worst-disagreement pictures")
-    p.add_argument("--worst", type=int, default=8, help="how many side-by-side pictures in --out (default 8)")
-    p.add_argument("--min-score", type=_probability, help="the model's operating threshold (default: its own)")
-    p.add_argument("--reference-min-score", type=_probability, help="the reference's threshold (default: its own)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
+    p.add_argument(
+        "--worst", type=non_negative_int, default=8, help="how many side-by-side pictures in --out (default 8)"
+    )
+    p.add_argument("--min-score", type=probability, help="the model's operating threshold (default: its own)")
+    p.add_argument("--reference-min-score", type=probability, help="the reference's threshold (default: its own)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
     p.set_defaults(func=run)
 
 
