@@ -130,6 +130,11 @@ def test_console_entry_point(grace_hopper):
     assert len(json.loads(proc.stdout)[0]["detections"]) == 1
 
 
+def test_device_auto_is_resolved(grace_hopper, capsys):
+    assert main(["detect", str(grace_hopper), "--device", "auto", "--json", "-"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["detections"]) == 1
+
+
 @pytest.mark.parametrize("device", ["bogus", "cuda:x"])
 def test_bad_device_is_a_usage_error(grace_hopper, capsys, device):
     assert main(["detect", str(grace_hopper), "--device", device]) == 2

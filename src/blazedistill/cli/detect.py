@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="write detections as JSON to FILE ('-' = stdout)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="image decoding threads")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:1, mps (default: cpu)")
     p.set_defaults(func=run)
 
 
@@ -143,15 +143,16 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
+    device = None
     if args.device is not None:
         from blazedistill.distill.runtime import pick_device
 
         try:
-            pick_device(args.device)
+            device = pick_device(args.device)  # the device the detector runs on ("auto" resolved)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    detector = Detector(model, min_score=args.min_score, device=args.device)
+    detector = Detector(model, min_score=args.min_score, device=device)
     failed = len(problems)
     for line in problems:
         print(line, file=sys.stderr)
