@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from blazedistill.messages import first_line
 from blazedistill.models.exported import (
     TORCHSCRIPT_EXTRA_FILE,
     TorchScriptModel,
@@ -175,7 +176,7 @@ def export_and_verify(
         raise
     except Exception as exc:
         partial.unlink(missing_ok=True)
-        raise ExportError(f"{out}: {format} export failed: {_first_line(exc)}") from exc
+        raise ExportError(f"{out}: {format} export failed: {_typed_first_line(exc)}") from exc
 
     report = ExportReport(out, format, model_name(prepared), prepared.spec, tolerance)
     try:
@@ -188,7 +189,7 @@ def export_and_verify(
             report.checks.append(ParityCheck(name, len(batch), *diffs))
     except Exception as exc:
         bad = _keep_unverified(partial, out)
-        raise ExportError(f"{out}: the exported file cannot be run ({_first_line(exc)}); kept as {bad}") from exc
+        raise ExportError(f"{out}: the exported file cannot be run ({_typed_first_line(exc)}); kept as {bad}") from exc
     if not report.worst <= tolerance:
         bad = _keep_unverified(partial, out)
         worst = max(report.checks, key=lambda c: c.worst)
@@ -313,9 +314,9 @@ def _keep_unverified(partial: Path, out: Path) -> Path:
     return bad
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+def _typed_first_line(exc: BaseException) -> str:
+    """'Type: first line of the message' (the exporters' messages rarely name the exception)."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from blazedistill.messages import first_line
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
@@ -136,7 +138,7 @@ def _open_file(path: Path, min_size: int | None) -> LoadedImage:
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"too many pixels ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(path, f"truncated or corrupt image data ({_first_line(exc)})") from None
+        raise ImageLoadError(path, f"truncated or corrupt image data ({first_line(exc)})") from None
     with img:
         width, height = img.size
         reduction = 1.0
@@ -149,7 +151,7 @@ def _open_file(path: Path, min_size: int | None) -> LoadedImage:
             img.load()
             oriented = ImageOps.exif_transpose(img)
         except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-            raise ImageLoadError(path, f"truncated or corrupt image data ({_first_line(exc)})") from None
+            raise ImageLoadError(path, f"truncated or corrupt image data ({first_line(exc)})") from None
         try:
             pixels = _pil_to_rgb(oriented)
         except ValueError as exc:
@@ -157,11 +159,6 @@ def _open_file(path: Path, min_size: int | None) -> LoadedImage:
     if oriented.size != img.size:  # rotated by 90 degrees
         width, height = height, width
     return LoadedImage(pixels, width, height, reduction)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_image(src: ImageSource, min_size: int | None = None) -> LoadedImage:

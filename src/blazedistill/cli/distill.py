@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from blazedistill.distill.config import ConfigError, RunConfig, known_keys, load_config
+from blazedistill.messages import first_line
 
 #: command-line flag (argparse dest) -> dotted config key
 FLAG_KEYS = {
@@ -140,7 +141,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key.strip()}: {text!r} is not a valid YAML value ({_first_line(exc)})") from None
+            raise ConfigError(f"--set {key.strip()}: {text!r} is not a valid YAML value ({first_line(exc)})") from None
         cfg.set(key.strip(), value, source=f"--set {key.strip()}")
     return cfg
 
@@ -162,10 +163,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"blazedistill distill: error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _run_dir(path: str) -> Path:

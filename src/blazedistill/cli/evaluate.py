@@ -13,6 +13,7 @@ from pathlib import Path
 
 from blazedistill.cli.argtypes import non_negative_int, positive_int, probability
 from blazedistill.cli.outputs import output_dir_problem, output_file_problem
+from blazedistill.messages import first_line
 from blazedistill.specs import TEACHER_SPECS
 
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         reference_arg = args.reference or default_reference(args.model, model)
         reference = model if reference_arg == args.model else load_model(reference_arg)
     except (AnnotationError, ValueError, FileNotFoundError, OSError) as exc:
-        return _fail(str(exc).strip().splitlines()[0])
+        return _fail(first_line(exc))
     paths, failures = list_images(args.data) if args.data else (sorted(truth), [])
     if not paths:
         where = " ".join(args.data) if args.data else f"{args.annotations} (it lists none)"

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from blazedistill.messages import first_line
 from blazedistill.specs import ModelSpec
 
 FORMAT = "blazedistill-checkpoint-v1"
@@ -48,8 +49,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, LookupError) as exc:
         # LookupError: the weights-only unpickler's KeyError/IndexError on arbitrary bytes (e.g. a text file)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        reason = "unexpected pickle data" if isinstance(exc, LookupError) else reason
+        reason = "unexpected pickle data" if isinstance(exc, LookupError) else first_line(exc)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         tag = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -72,7 +72,7 @@ def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> 
         model = create_student(state["student"], spec, **state.get("student_kwargs", {}))
         model.load_state_dict(inference_weights(state))
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0]
+        reason = first_line(exc)
         raise CheckpointError(f"{path}: cannot rebuild student {state.get('student')!r} ({reason[:300]})") from None
     model.spec = spec
     return model.eval()

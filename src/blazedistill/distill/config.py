@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from blazedistill.messages import first_line
+
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
@@ -182,7 +184,7 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)})") from None
     return RunConfig.from_dict(data, source=str(path))
 
 

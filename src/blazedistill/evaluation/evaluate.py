@@ -30,6 +30,7 @@ from blazedistill.evaluation.metrics import (
     precision_recall_f1,
 )
 from blazedistill.jsonsafe import json_safe
+from blazedistill.messages import first_line
 
 #: score threshold of the detections AP is computed from (MediaPipe's own thresholds are 0.5-0.75)
 LOW_SCORE = 0.05
@@ -97,7 +98,7 @@ def _with_threshold(det: Detector, min_score: float) -> Detector:
 
 
 def _failure(path: Path, exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     return text if text.startswith(str(path)) else f"{path}: {text}"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from blazedistill.messages import first_line
 from blazedistill.specs import ModelSpec
 
 SPEC_KEY = "blazedistill.spec"
@@ -80,8 +81,7 @@ class TorchScriptModel(nn.Module):
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
                 self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
         except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportedModelError(f"{self.path}: not a TorchScript archive ({first_line})") from None
+            raise ExportedModelError(f"{self.path}: not a TorchScript archive ({first_line(exc)})") from None
         try:
             metadata = json.loads(extra[TORCHSCRIPT_EXTRA_FILE]) if extra[TORCHSCRIPT_EXTRA_FILE] else {}
         except ValueError:

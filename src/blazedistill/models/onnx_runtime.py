@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from blazedistill.messages import first_line
 from blazedistill.models.exported import ExportedModelError, check_output_shapes, spec_from_metadata
 
 
@@ -45,8 +46,7 @@ class OnnxModel(nn.Module):
                 str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportedModelError(f"{self.path}: onnxruntime cannot load it ({message})") from None
+            raise ExportedModelError(f"{self.path}: onnxruntime cannot load it ({first_line(exc)})") from None
         self.spec = spec_from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.threads = threads
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
