@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from blazedistill.cli.argtypes import positive_int
-from blazedistill.cli.outputs import output_file_problem
+from blazedistill.cli.outputs import output_file_problem, write_failure
 
 
 def _batches(text: str) -> list[int]:
@@ -100,6 +100,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             Path(args.json).write_text(json.dumps(json_safe(result.to_dict()), indent=2, allow_nan=False) + "\n")
         except OSError as exc:
-            print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            print(f"error: {write_failure('--json', args.json, exc)}", file=sys.stderr)
             return 1
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from blazedistill.cli.argtypes import positive_int, probability
-from blazedistill.cli.outputs import output_dir_problem, output_file_problem
+from blazedistill.cli.outputs import output_dir_problem, output_file_problem, write_failure
 from blazedistill.imageio import IMAGE_SUFFIXES, ImageLoadError, list_images, load_image
 
 PROGRESS_MIN_FILES = 10
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             _write_json(records, args.json)
         except OSError as exc:
-            print(f"error: --json {args.json}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            print(f"error: {write_failure('--json', args.json, exc)}", file=sys.stderr)
             json_failed = True
     if not args.json and not args.out:  # nothing written: show the detections
         for record in records:

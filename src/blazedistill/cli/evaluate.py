@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from blazedistill.cli.argtypes import non_negative_int, positive_int, probability
-from blazedistill.cli.outputs import output_dir_problem, output_file_problem
+from blazedistill.cli.outputs import output_dir_problem, output_file_problem, write_failure
 from blazedistill.messages import first_line
 from blazedistill.specs import TEACHER_SPECS
 
@@ -65,9 +65,10 @@ def default_reference(model_arg: str, model) -> str:
     raise ValueError(f"cannot tell which teacher {model_arg} was distilled from; pass --reference NAME")
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
+    """Print one error line; returns `status` (2: usage, 1: a failure after the work)."""
     print(f"blazedistill evaluate: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,23 +113,15 @@ def run(args: argparse.Namespace) -> int:
             print(text)
         else:
             try:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(text + "\n")
+                Path(args.json).write_text(text + "\n")  # its folder was made by output_file_problem
             except OSError as exc:
-                print(
-                    f"blazedistill evaluate: error: --json {args.json}: cannot write ({exc.strerror or exc})",
-                    file=sys.stderr,
-                )
-                return 1
+                return _fail(write_failure("--json", args.json, exc), status=1)
     if args.out is not None:
         try:
             written = [plot_precision_recall(result, args.out / "pr_curve.png")]
             written += save_worst_pictures(result, args.out, args.worst)
         except OSError as exc:
-            print(
-                f"blazedistill evaluate: error: --out {args.out}: cannot write ({exc.strerror or exc})", file=sys.stderr
-            )
-            return 1
+            return _fail(write_failure("--out", args.out, exc), status=1)
         print(f"wrote {len(written)} files to {args.out}", file=table_stream)
     return 1 if result.failures else 0
 

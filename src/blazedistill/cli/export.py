@@ -10,12 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _tolerance(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+from blazedistill.cli.argtypes import non_negative_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="file format")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="where to write the exported file")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (onnx, torchscript)")
-    p.add_argument("--tolerance", type=_tolerance, default=TOLERANCE, help=f"parity tolerance (default {TOLERANCE:g})")
+    p.add_argument(
+        "--tolerance", type=non_negative_float, default=TOLERANCE, help=f"parity tolerance (default {TOLERANCE:g})"
+    )
     p.set_defaults(func=run)
 
 

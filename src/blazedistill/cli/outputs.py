@@ -1,4 +1,5 @@
-"""Checks on the files a command will write, made before the work so that a bad path fails fast."""
+"""Checks on the files a command will write, made before the work so that a bad path fails fast, and the
+one-line message for a write that still fails afterwards."""
 
 from __future__ import annotations
 
@@ -36,3 +37,8 @@ def output_dir_problem(
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{flag} {shown}: {folder} is not writable"
     return None
+
+
+def write_failure(flag: str, target: str | os.PathLike, exc: OSError) -> str:
+    """One line for an output that could not be written after the work: '--json FILE: cannot write (reason)'."""
+    return f"{flag} {target}: cannot write ({exc.strerror or exc})"
