@@ -22,7 +22,7 @@ from torch import nn
 from blazedistill.anchors import generate_anchors
 from blazedistill.decode import SCORE_CLIP, decode_boxes, decode_scores, valid_detections
 from blazedistill.distill.config import ValConfig
-from blazedistill.evaluation.metrics import best_f1_threshold, detection_agreement, match_detections
+from blazedistill.evaluation.metrics import detection_agreement
 from blazedistill.nms import batched_weighted_nms
 
 #: detection-agreement results copied into the validation row
@@ -74,8 +74,9 @@ def validate(
     if images == 0:
         raise ValueError("the validation set is empty")
 
-    agreement = detection_agreement(predictions, references, score_threshold=spec.min_score, iou_threshold=cfg.iou)
-    calibrated, f1_calibrated = best_f1_threshold(match_detections(predictions, references, (cfg.iou,)))
+    agreement = detection_agreement(
+        predictions, references, score_threshold=spec.min_score, iou_threshold=cfg.iou, calibrate=True
+    )
     return {
         "val_loss": sums["loss"] / images,
         "mae_regressors": sums["reg"] / images,
@@ -83,8 +84,8 @@ def validate(
         "score_agreement": sums["agree"] / positives if positives else float("nan"),
         "score_abs_diff": sums["prob_diff"] / positives if positives else float("nan"),
         **{key: float(agreement[key]) for key in AGREEMENT_KEYS},
-        "calibrated_min_score": calibrated,
-        "f1_calibrated": f1_calibrated,
+        "calibrated_min_score": agreement["best_f1_threshold"],
+        "f1_calibrated": agreement["best_f1"],
         "teacher_faces": int(agreement["num_references"]),
         "student_faces": int(agreement["num_predictions"]),
     }

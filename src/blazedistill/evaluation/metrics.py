@@ -317,12 +317,11 @@ def best_f1_threshold(match: MatchResult, tolerance: float = 0.005, t: int = 0) 
     near-best threshold is the most conservative operating point. (nan, nan) without predictions,
     ground truth or any true positive (no threshold is better than another then).
     """
-    keep = ~match.ignored[t]
-    tp, scores = match.true_positive[t][keep], match.scores[keep]
+    precision, recall, scores = precision_recall_curve(match, t)
     if len(scores) == 0 or match.num_positives == 0:
         return float("nan"), float("nan")
-    tp_sum = np.cumsum(tp)
-    f1 = 2 * tp_sum / (np.arange(1, len(tp) + 1) + match.num_positives)  # 2TP / (2TP + FP + FN)
+    with np.errstate(invalid="ignore"):  # 0/0 before the first true positive
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall), nan=0.0)
     last_of_tie = np.append(scores[1:] != scores[:-1], True)
     f1 = np.where(last_of_tie, f1, -1.0)
     if f1.max() <= 0:
@@ -389,13 +388,15 @@ def detection_agreement(
     score_threshold: float = 0.0,
     iou_threshold: float = 0.5,
     interpolation: str = "all_point",
+    calibrate: bool = False,
 ) -> dict[str, float]:
     """Every metric of predictions against references (ground truth or a reference model's detections).
 
     AP uses all predictions (pass them at a low score threshold); precision, recall, F1, mean IoU,
     keypoint NME and count agreement use those with score >= score_threshold and IoU >= iou_threshold
     Returns ap50, ap50_95, precision, recall, f1, mean_iou, keypoint_nme, count_agreement, and the sizes
-    num_images, num_predictions (>= score_threshold), num_references (non-ignored).
+    num_images, num_predictions (>= score_threshold), num_references (non-ignored); with `calibrate`, also
+    best_f1_threshold and best_f1 (`best_f1_threshold` at iou_threshold, from the same matching).
     """
     thresholds = np.unique(np.concatenate([[iou_threshold], COCO_IOU_THRESHOLDS]))
     preds = [as_predictions(p, f"image {i} predictions") for i, p in enumerate(preds_per_image)]
@@ -406,7 +407,9 @@ def detection_agreement(
     t50 = int(np.flatnonzero(np.isclose(thresholds, 0.5))[0])
     coco = np.isin(np.round(thresholds, 6), np.round(COCO_IOU_THRESHOLDS, 6))
     precision, recall, f1 = precision_recall_f1(match, score_threshold, t_op)
+    calibration = dict(zip(("best_f1_threshold", "best_f1"), best_f1_threshold(match, t=t_op), strict=True))
     return {
+        **(calibration if calibrate else {}),
         "ap50": float(aps[t50]),
         "ap50_95": float(aps[coco].mean()),
         "precision": precision,
