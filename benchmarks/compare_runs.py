@@ -6,13 +6,14 @@ python benchmarks/compare_runs.py runs/utk-detection runs/utk-seed --out docs/im
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from blazedistill.distill.logs import read_metrics  # noqa: E402
 
 PANELS = [
     ("ap50", "AP50 vs the teacher's detections"),
@@ -22,12 +23,6 @@ PANELS = [
 ]
 TABLE = ["ap50", "ap50_95", "f1", "f1_calibrated", "calibrated_min_score", "mean_iou", "score_agreement"]
 TABLE += ["keypoint_nme", "mae_regressors", "mae_classificators"]
-
-
-def read_rows(run: Path) -> list[dict[str, float]]:
-    with open(run / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in rows]
 
 
 def main() -> None:
@@ -40,7 +35,7 @@ def main() -> None:
     print("| run | " + " | ".join(TABLE) + " |")
     print("|---|" + "---:|" * len(TABLE))
     for run in args.runs:
-        rows = read_rows(run)
+        rows = read_metrics(run / "metrics.csv")
         for ax, (key, title) in zip(axes, PANELS, strict=True):
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", ms=3, label=run.name)
             ax.set_title(title, fontsize=10)
